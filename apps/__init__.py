@@ -1,0 +1,1 @@
+"""Shipway's Django apps. Imports point one way: core <- prompts <- metrics, reviews <- rollouts."""

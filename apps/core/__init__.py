@@ -1,0 +1,1 @@
+"""Environments, SDK keys, personal API tokens, roles and audit events."""

@@ -1,0 +1,1 @@
+"""Features, prompt versions, eval suites and guardrail policies."""

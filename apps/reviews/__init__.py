@@ -1,0 +1,1 @@
+"""Review queue: claims, decisions, callbacks (grows with the reviews issue)."""

@@ -1,0 +1,1 @@
+"""Releases and their revisions, segments, stages, rollback, and the config / OFREP API."""

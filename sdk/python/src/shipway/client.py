@@ -1,0 +1,252 @@
+"""``ShipwayClient``: polls the environment's config and evaluates features locally.
+
+The client keeps the last known-good config in memory (and optionally on disk) and keeps
+serving it whenever Shipway is unreachable or answers badly (DESIGN invariant 5). It
+never logs the SDK key.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any, Self
+
+import requests
+
+from .cache import load_cache, save_cache
+from .evaluation import (
+    ERROR,
+    FLAG_NOT_FOUND,
+    PROVIDER_NOT_READY,
+    Evaluation,
+    evaluate_feature,
+    evaluate_flag,
+)
+from .prompts import PreparedPrompt, prepare_prompt
+
+logger = logging.getLogger("shipway")
+
+DEFAULT_POLL_INTERVAL = 5.0
+MIN_POLL_INTERVAL = 1.0
+GENERAL = "GENERAL"
+_MALFORMED = (AttributeError, KeyError, TypeError, ValueError)
+
+
+class ShipwayAuthError(RuntimeError):
+    """Shipway refused the SDK key and the client has no config to fall back on."""
+
+
+class ShipwayClient:
+    """Fetches ``GET {base_url}/api/v1/config``; answers evaluations from it locally."""
+
+    def __init__(
+        self,
+        base_url: str,
+        sdk_key: str,
+        *,
+        timeout: float = 5.0,
+        poll: bool = True,
+        cache_path: str | None = None,
+    ) -> None:
+        self._url = base_url.rstrip("/") + "/api/v1/config"
+        self._sdk_key = sdk_key
+        self._timeout = timeout
+        self._cache_path = cache_path
+        self._config: dict[str, Any] | None = None
+        self._etag: str | None = None
+        self._refreshed_once = False
+        # requests.Session is not thread-safe; refreshes from the poller and callers
+        # serialise.
+        self._refresh_lock = threading.Lock()
+        self._session = requests.Session()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if cache_path:
+            cached = load_cache(cache_path)
+            if cached is not None:
+                self._config, self._etag = cached
+        self.refresh()
+        if poll:
+            self._thread = threading.Thread(
+                target=self._poll_loop, name="shipway-config-poller", daemon=True
+            )
+            self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"ShipwayClient({self._url!r}, revision={self.revision!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        """A copy of the last known-good config, or ``None`` before the first one."""
+        config = self._config
+        return copy.deepcopy(config) if config is not None else None
+
+    @property
+    def revision(self) -> int | None:
+        config = self._config
+        return config.get("revision") if config is not None else None
+
+    @property
+    def poll_interval(self) -> float:
+        config = self._config or {}
+        try:
+            interval = float(config.get("poll_interval_seconds", DEFAULT_POLL_INTERVAL))
+        except (TypeError, ValueError):
+            interval = DEFAULT_POLL_INTERVAL
+        return max(MIN_POLL_INTERVAL, interval)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._sdk_key, "***") if self._sdk_key else text
+
+    def _warn(self, message: str, *args: object) -> None:
+        # Formatted here so the redaction sees the final text; logged as one argument
+        # so a '%' in a URL or error cannot break the logging call.
+        text = self._redact(message % args)
+        logger.warning(
+            "%s; serving the last known-good config (revision %s)", text, self.revision
+        )
+
+    def refresh(self) -> bool:
+        """Fetch the config now. True when the client holds the server's current config.
+
+        Raises ``ShipwayAuthError`` only when the very first refresh is refused and no
+        config (not even a cached one) is known: a misconfigured key should fail loudly
+        at start-up, but never take a running service down.
+        """
+        with self._refresh_lock:
+            first = not self._refreshed_once
+            self._refreshed_once = True
+            headers = {
+                "Authorization": f"Bearer {self._sdk_key}",
+                "Accept": "application/json",
+            }
+            if self._etag:
+                headers["If-None-Match"] = self._etag
+            try:
+                response = self._session.get(
+                    self._url, headers=headers, timeout=self._timeout
+                )
+            except requests.RequestException as exc:
+                self._warn("shipway: config fetch from %s failed: %s", self._url, exc)
+                return False
+            if response.status_code == 304:
+                return self._config is not None
+            if response.status_code in (401, 403):
+                if first and self._config is None:
+                    raise ShipwayAuthError(
+                        f"Shipway refused the SDK key ({response.status_code}) "
+                        f"at {self._url}"
+                    )
+                self._warn(
+                    "shipway: SDK key refused (%s) by %s",
+                    response.status_code,
+                    self._url,
+                )
+                return False
+            if response.status_code != 200:
+                self._warn("shipway: config fetch got HTTP %s", response.status_code)
+                return False
+            try:
+                config = response.json()
+            except ValueError:
+                self._warn("shipway: config response is not valid JSON")
+                return False
+            if not isinstance(config, dict) or not isinstance(
+                config.get("features", {}), dict
+            ):
+                self._warn("shipway: config response has an unexpected shape")
+                return False
+            self._store(config, response.headers.get("ETag"))
+            return True
+
+    def _store(self, config: dict[str, Any], etag: str | None) -> None:
+        # One reference swap: evaluations in other threads see the old or the new
+        # config.
+        self._config = config
+        self._etag = etag
+        if self._cache_path:
+            try:
+                save_cache(self._cache_path, config, etag)
+            except OSError as exc:
+                logger.warning(
+                    "shipway: could not write config cache %s: %s",
+                    self._cache_path,
+                    exc,
+                )
+
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            try:
+                self.refresh()
+            except Exception:  # the poller must outlive any one bad answer
+                logger.exception("shipway: config poll failed")
+
+    def close(self) -> None:
+        """Stop polling and release the HTTP session. Safe to call twice."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self._timeout + 1)
+        with self._refresh_lock:
+            self._session.close()
+
+    def _lookup(
+        self, config: Mapping | None, section: str, key: str
+    ) -> tuple[Mapping | None, Evaluation | None]:
+        if config is None:
+            return None, Evaluation(
+                None,
+                ERROR,
+                "off",
+                PROVIDER_NOT_READY,
+                "no config fetched or cached yet",
+            )
+        entry = (config.get(section) or {}).get(key)
+        if entry is None:
+            return None, Evaluation(
+                None, ERROR, "off", FLAG_NOT_FOUND, f"unknown key {key!r}"
+            )
+        return entry, None
+
+    def evaluate(self, feature_key: str, context: Mapping) -> Evaluation:
+        """Evaluate a feature for ``context``; never raises for a bad config."""
+        config = self._config  # one snapshot, even if the poller swaps it meanwhile
+        feature, failure = self._lookup(config, "features", feature_key)
+        if failure is not None:
+            return failure
+        if not feature.get("salt"):
+            # The salt defaults to the feature key (DESIGN, "Sticky bucketing").
+            feature = {**feature, "salt": feature_key}
+        segments = config.get("segments") or {}
+        try:
+            return evaluate_feature(feature, context, segments)
+        # A malformed snapshot must not break the caller's request.
+        except _MALFORMED as exc:
+            return Evaluation(None, ERROR, "off", GENERAL, f"evaluation failed: {exc}")
+
+    def evaluate_flag(self, flag_key: str, context: Mapping) -> Evaluation:
+        """Evaluate a plain flag for ``context``; never raises for a bad config."""
+        config = self._config
+        flag, failure = self._lookup(config, "flags", flag_key)
+        if failure is not None:
+            return failure
+        segments = config.get("segments") or {}
+        try:
+            return evaluate_flag(flag, context, segments)
+        # A malformed snapshot must not break the caller's request.
+        except _MALFORMED as exc:
+            return Evaluation(None, ERROR, "off", GENERAL, f"evaluation failed: {exc}")
+
+    def prompt(
+        self, feature_key: str, context: Mapping, variables: Mapping[str, object]
+    ) -> PreparedPrompt:
+        """Evaluate ``feature_key`` and render the served prompt with ``variables``."""
+        return prepare_prompt(self.evaluate(feature_key, context), variables)

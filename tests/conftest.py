@@ -1,0 +1,119 @@
+"""Shared fixtures: personas (one user per role), environments, a feature with versions and
+releases, SDK keys, API clients; and an autouse guard that fails any outbound network."""
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from apps.core.services import api_token_create, environment_create, roles_ensure, sdk_key_create
+from apps.prompts.services import feature_create, prompt_version_create
+from apps.rollouts import services as rollouts
+
+REQUIRE_SERVICES = os.environ.get("SHIPWAY_REQUIRE_SERVICES") == "1"
+ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
+def skip_or_fail(reason: str) -> None:
+    """CI sets SHIPWAY_REQUIRE_SERVICES=1: there a missing service is a failure, not a skip."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+def contracts_dir() -> Path | None:
+    env = os.environ.get("SHIPWAY_CONTRACTS_DIR")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for parent in [here, *here.parents]:
+        for candidate in (parent / "shared" / "contracts", parent.parent / "shared" / "contracts"):
+            if (candidate / "rollback.json").exists():
+                return candidate
+    return None
+
+
+def load_contract(name: str) -> dict:
+    folder = contracts_dir()
+    if folder is None:
+        skip_or_fail("shared/contracts not found beside the checkout (set SHIPWAY_CONTRACTS_DIR)")
+    return json.loads((folder / name).read_text())
+
+
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self, address):
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, str) and self.family in (socket.AF_INET, socket.AF_INET6):
+        if not (host.startswith("127.") or host in ("::1", "localhost")):
+            raise RuntimeError(f"tests must not reach the network (tried {address!r})")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+
+
+@pytest.fixture
+def personas(db, django_user_model):
+    roles_ensure()
+    from django.contrib.auth.models import Group
+
+    users = {}
+    for role in ("admin", "pm", "oncall", "engineer", "reviewer"):
+        user = django_user_model.objects.create_user(username=role, password="pw-" + role,
+                                                     email=f"{role}@example.com")
+        user.groups.add(Group.objects.get(name=role))
+        users[role] = user
+    users["nobody"] = django_user_model.objects.create_user(username="nobody", password="pw-nobody")
+    return users
+
+
+@pytest.fixture
+def envs(db):
+    return {
+        "staging": environment_create(key="staging", name="Staging", position=1),
+        "production": environment_create(key="production", name="Production", position=2),
+    }
+
+
+@pytest.fixture
+def feature(db, personas):
+    feature = feature_create(key="ticket-summarizer", name="Ticket summarizer", actor=personas["pm"],
+                             owner=personas["pm"])
+    for version, text in (("1.0.0", "Summarise: {{ ticket }}"), ("1.1.0", "Summarise briefly: {{ ticket }}"),
+                          ("1.2.0", "Summarise as JSON {\"s\": 1}: {{ticket}}")):
+        prompt_version_create(feature=feature, version=version, model="gpt-4o-mini", template=text,
+                              actor=personas["engineer"])
+    return feature
+
+
+@pytest.fixture
+def release(feature, envs, personas):
+    """ticket-summarizer in production: r1 stable 1.0.0."""
+    rollouts.release_create(feature=feature, environment=envs["production"], stable_version="1.0.0",
+                            actor=personas["engineer"])
+    return feature.releases.get(environment=envs["production"])
+
+
+@pytest.fixture
+def sdk_key(envs):
+    _, secret = sdk_key_create(environment=envs["production"], name="test", scopes=["config:read"])
+    return secret
+
+
+@pytest.fixture
+def api_for(personas):
+    """api_for("oncall") -> an APIClient authenticated with that persona's personal token."""
+    def make(role: str) -> APIClient:
+        _, secret = api_token_create(user=personas[role], name="test")
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        return client
+
+    return make
