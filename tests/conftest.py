@@ -24,22 +24,26 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-def contracts_dir() -> Path | None:
+VENDORED_CONTRACTS = Path(__file__).resolve().parent / "contracts"
+
+
+def shared_contracts_dir() -> Path | None:
+    """shared/contracts beside the checkout (or SHIPWAY_CONTRACTS_DIR), when present."""
     env = os.environ.get("SHIPWAY_CONTRACTS_DIR")
     if env:
         return Path(env)
     here = Path(__file__).resolve().parent
-    for parent in [here, *here.parents]:
-        for candidate in (parent / "shared" / "contracts", parent.parent / "shared" / "contracts"):
-            if (candidate / "rollback.json").exists():
-                return candidate
+    for parent in here.parents:
+        candidate = parent / "shared" / "contracts"
+        if (candidate / "rollback.json").exists():
+            return candidate
     return None
 
 
 def load_contract(name: str) -> dict:
-    folder = contracts_dir()
-    if folder is None:
-        skip_or_fail("shared/contracts not found beside the checkout (set SHIPWAY_CONTRACTS_DIR)")
+    """The contract from shared/ when it is beside the checkout, else the vendored copy in
+    tests/contracts/ (a test checks the two are identical whenever both exist)."""
+    folder = shared_contracts_dir() or VENDORED_CONTRACTS
     return json.loads((folder / name).read_text())
 
 

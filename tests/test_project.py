@@ -39,3 +39,17 @@ def test_unknown_api_path__json_404(db, client):
     response = client.get("/api/v1/nope")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_vendored_contracts_match_shared():
+    import pytest
+
+    from tests.conftest import VENDORED_CONTRACTS, shared_contracts_dir
+
+    shared = shared_contracts_dir()
+    if shared is None:
+        pytest.skip("shared/contracts is not beside this checkout; the vendored copy is used")
+    for vendored in VENDORED_CONTRACTS.glob("*.json"):
+        assert vendored.read_text() == (shared / vendored.name).read_text(), (
+            f"tests/contracts/{vendored.name} differs from shared/contracts: copy the new one in"
+        )

@@ -30,7 +30,7 @@ def release_marks(*, release: Release) -> dict[str, str]:
 def releases_by_feature(*, features) -> dict[tuple[int, int], Release]:
     """All releases of `features`, keyed by (feature id, environment id), in one query."""
     rows = Release.objects.filter(feature__in=features, current_revision__isnull=False).select_related(
-        "current_revision__stable_version", "current_revision__canary_version"
+        "environment", "current_revision__stable_version", "current_revision__canary_version"
     )
     return {(r.feature_id, r.environment_id): r for r in rows}
 

@@ -49,17 +49,21 @@ def _version_of(feature: Feature, version: PromptVersion | str) -> PromptVersion
 def _lock_release(*, feature: Feature, environment: Environment) -> Release:
     # Row lock: two people changing the same release serialise here; the second then sees
     # the first one's revision and fails the expected_revision check instead of overwriting.
+    # The lock is taken without joins, and the current revision is read by a second query:
+    # under READ COMMITTED a joined row would come from the snapshot taken *before* the
+    # lock wait, i.e. the revision the winner has just replaced.
     try:
-        return (
-            Release.objects.select_for_update()
-            .select_related("current_revision__stable_version", "current_revision__canary_version")
-            .get(feature=feature, environment=environment)
-        )
+        release = Release.objects.select_for_update().get(feature=feature, environment=environment)
     except Release.DoesNotExist:
         raise NotFound(
             f"{feature.key} has no release in {environment.key} yet",
             code="release_not_found",
         ) from None
+    release.feature, release.environment = feature, environment
+    release.current_revision = ReleaseRevision.objects.select_related(
+        "stable_version", "canary_version"
+    ).get(pk=release.current_revision_id)
+    return release
 
 
 def _check_expected(release: Release, expected_revision: int | None) -> None:

@@ -84,7 +84,22 @@ def test_percent_to_basis_points__refusal_message__quotes_the_input():
 
 @pytest.mark.parametrize(
     "text",
-    [" ", "   ", " 5", "5 ", "+5", "-0", "1E2", "inf", "nan", "5.", ".5", "5,0", "1_0"],
+    [
+        " ",
+        "   ",
+        " 5",
+        "5 ",
+        "+5",
+        "-0",
+        "1E2",
+        "inf",
+        "nan",
+        "5.",
+        ".5",
+        "5,0",
+        "1_0",
+        "\u0665",
+    ],
 )
 def test_percent_to_basis_points__malformed_text__is_refused(text):
     with pytest.raises(InvalidPercent):

@@ -18,7 +18,7 @@ MAX_BASIS_POINTS = 10_000
 
 # Digits with an optional fraction of at most two digits: no sign, exponent, NaN or
 # spaces.
-_PERCENT_TEXT = re.compile(r"\d+(\.\d{1,2})?")
+_PERCENT_TEXT = re.compile(r"[0-9]+(\.[0-9]{1,2})?")
 
 
 class InvalidPercent(ValueError):
@@ -44,8 +44,7 @@ def _refuse(value: object) -> InvalidPercent:
 
 
 def percent_to_basis_points(value: str | int | Decimal) -> int:
-    """Convert a percentage (``"5"``, ``"0.29"``, ``33``, ``Decimal("1.5")``) to basis
-    points.
+    """Convert a percentage (``"5"``, ``"0.29"``, ``33``) to basis points exactly.
 
     Raises ``TypeError`` for floats (their binary value is not the decimal the user
     typed) and ``InvalidPercent`` for anything that is not 0..100 with at most two
@@ -61,8 +60,7 @@ def percent_to_basis_points(value: str | int | Decimal) -> int:
     elif isinstance(value, Decimal):
         if not value.is_finite():
             raise _refuse(value)
-        # Decimal("5.000") is still exactly 500 bp; only a real third decimal is
-        # refused.
+        # Decimal("5.000") is still exactly 500 bp; only a real third decimal fails.
         if value * 100 != (value * 100).to_integral_value():
             raise _refuse(value)
         number = value
