@@ -4,6 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from apps.core import views_ui as core_ui
 from apps.core.views import healthz, readyz
 from apps.prompts import api as prompts_api
 from apps.rollouts import api as rollouts_api
@@ -32,6 +33,10 @@ api_v1 = [
 
 urlpatterns = [
     path("", include("apps.rollouts.urls")),
+    path("settings/tokens/", core_ui.api_tokens, name="api-tokens"),
+    path("settings/tokens/<int:pk>/revoke", core_ui.api_token_revoke, name="api-token-revoke"),
+    path("settings/sdk-keys/", core_ui.sdk_keys, name="sdk-keys"),
+    path("settings/sdk-keys/<int:pk>/revoke", core_ui.sdk_key_revoke, name="sdk-key-revoke"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", include(api_v1)),

@@ -3,11 +3,28 @@
 Both come as `Authorization: Bearer <secret>`. People's tokens authenticate as their user;
 SDK keys authenticate a service in one environment with scopes, and views that accept them
 use `SdkKeyAuthentication` + `HasSdkScope`."""
+import time
+
 from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
 from apps.core.selectors import api_token_authenticate, sdk_key_authenticate
 from apps.core.services import API_TOKEN_PREFIX, SDK_KEY_PREFIX
+
+_LAST_TOUCH: dict[tuple[str, int], float] = {}
+TOUCH_EVERY_SECONDS = 60
+
+
+def touch_last_used(model, pk: int) -> None:
+    """Record last_used_at at most once a minute per process and credential, so a poll
+    every few seconds does not turn the hot read path into a write path."""
+    slot = (model.__name__, pk)
+    now = time.monotonic()
+    if now - _LAST_TOUCH.get(slot, -TOUCH_EVERY_SECONDS) < TOUCH_EVERY_SECONDS:
+        return
+    _LAST_TOUCH[slot] = now
+    model.objects.filter(pk=pk).update(last_used_at=timezone.now())
 
 
 def bearer_secret(request) -> str | None:
@@ -30,6 +47,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         token = api_token_authenticate(secret=secret)
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
+        touch_last_used(type(token), token.pk)
         return token.user, token
 
     def authenticate_header(self, request):
@@ -61,6 +79,7 @@ class SdkKeyAuthentication(authentication.BaseAuthentication):
         key = sdk_key_authenticate(secret=secret)
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked SDK key.")
+        touch_last_used(type(key), key.pk)
         return SdkPrincipal(key), key
 
     def authenticate_header(self, request):

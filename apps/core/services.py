@@ -5,9 +5,10 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, Group
 from django.db import transaction
+from django.utils import timezone
 
 from apps.core import roles
-from apps.core.errors import ValidationFailed
+from apps.core.errors import PermissionDenied, ValidationFailed
 from apps.core.models import ApiToken, AuditEvent, Environment, SdkKey
 
 SDK_KEY_PREFIX = "sw_sdk_"
@@ -106,3 +107,25 @@ def api_token_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, st
         after={"name": name},
     )
     return token, secret
+
+
+@transaction.atomic
+def sdk_key_revoke(*, key: SdkKey, actor=None) -> SdkKey:
+    roles.require(actor, "sdk_key.manage")
+    # Compare-and-set: revoking twice (two tabs) is harmless and audited once.
+    if SdkKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
+        audit_event_record(actor=actor, action="sdk_key.revoked", object_type="sdk_key", object_key=key.prefix,
+                           environment=key.environment, before={"name": key.name, "scopes": key.scopes})
+    key.refresh_from_db()
+    return key
+
+
+@transaction.atomic
+def api_token_revoke(*, token: ApiToken, actor) -> ApiToken:
+    if actor is None or (token.user_id != actor.pk and not roles.can(actor, "sdk_key.manage")):
+        raise PermissionDenied("You may revoke only your own tokens")
+    if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
+        audit_event_record(actor=actor, action="api_token.revoked", object_type="api_token",
+                           object_key=token.prefix, before={"name": token.name})
+    token.refresh_from_db()
+    return token

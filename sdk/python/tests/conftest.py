@@ -27,7 +27,8 @@ def find_contracts_dir(start: Path) -> Path | None:
             if (candidate / CONTRACT).is_file():
                 return candidate
     # Inside the Shipway repository the server's tests keep a vendored copy.
-    vendored = start.parents[2] / "tests" / "contracts" if len(start.parents) > 2 else None
+    parents = start.parents
+    vendored = parents[2] / "tests" / "contracts" if len(parents) > 2 else None
     if vendored is not None and (vendored / CONTRACT).is_file():
         return vendored
     return None
