@@ -63,6 +63,18 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    """Per-process caches keyed by primary keys outlive a test's database: clear them, or a
+    credential created in one test inherits another test's 'touched a minute ago'."""
+    from django.core.cache import cache
+
+    from apps.core.authentication import _LAST_TOUCH
+
+    _LAST_TOUCH.clear()
+    cache.clear()
+
+
 @pytest.fixture
 def personas(db, django_user_model):
     roles_ensure()

@@ -1,37 +1,135 @@
 """The polled endpoints: `GET /api/v1/config` and OpenFeature remote evaluation (OFREP).
 
-Both are hot paths (STYLE habit 7): the SDK key is checked in one query, the ETag comes from
-the stored snapshot, and a `304` is answered before the snapshot body is even loaded."""
+Both are hot paths (STYLE habit 7): a poll is one query, which checks the SDK key and reads
+the environment's stored snapshot ETag (and, only when the body will be sent, the body) in
+the same round trip; a `304` is answered before any per-feature work."""
 import hashlib
 import json
+from dataclasses import dataclass
 
+from django.conf import settings
+from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.views import APIView
 
-from apps.core.authentication import HasSdkScope, SdkKeyAuthentication
-from apps.rollouts import selectors
+from apps.core.authentication import (
+    HasSdkScope,
+    SdkKeyAuthentication,
+    SdkPrincipal,
+    bearer_secret,
+    touch_last_used,
+)
+from apps.core.models import Environment, SdkKey
+from apps.core.services import API_TOKEN_PREFIX, hash_secret
+from apps.core.throttling import FixedWindowThrottle
+from apps.rollouts.models import ConfigSnapshot
 from shipway.evaluation import Evaluation, evaluate_feature
 
 
-class SdkKeyRateThrottle(SimpleRateThrottle):
-    """Throttles per SDK key (its own scope per endpoint)."""
-
-    def get_cache_key(self, request, view):
-        key = getattr(request, "auth", None)
-        ident = key.pk if key is not None and hasattr(key, "pk") else self.get_ident(request)
-        return self.cache_format % {"scope": self.scope, "ident": ident}
-
-
-class ConfigThrottle(SdkKeyRateThrottle):
+class ConfigThrottle(FixedWindowThrottle):
     scope = "config"
 
 
-class OfrepThrottle(SdkKeyRateThrottle):
+class OfrepThrottle(FixedWindowThrottle):
     scope = "ofrep"
+
+
+class JsonOnly(BaseContentNegotiation):
+    """These views only ever answer JSON (or an empty 304): skip DRF's negotiation."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+    def select_parser(self, request, parsers):
+        return None
+
+
+@dataclass(frozen=True)
+class PollCredential:
+    """request.auth on the polled endpoints: what they need of the SDK key, plus the ETag of
+    its environment's snapshot, all read by one query (`PollAuthentication`)."""
+
+    pk: int
+    environment_id: int
+    environment_key: str
+    scopes: tuple[str, ...]
+    snapshot_etag: str | None  # None: nothing released in the environment yet
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+_POLL_SQL = (
+    "SELECT k.id, k.environment_id, k.scopes, e.key, s.etag "
+    f"FROM {SdkKey._meta.db_table} k "
+    f"JOIN {Environment._meta.db_table} e ON e.id = k.environment_id "
+    f"LEFT JOIN {ConfigSnapshot._meta.db_table} s ON s.environment_id = k.environment_id "
+    "WHERE k.key_hash = %s AND k.revoked_at IS NULL"
+)
+
+
+class PollAuthentication(SdkKeyAuthentication):
+    """SDK-key authentication for the polled endpoints: checks the key and reads its
+    environment's snapshot ETag in the same query (the body comes from `snapshot_bytes`)."""
+
+    def authenticate(self, request):
+        secret = bearer_secret(request)
+        if secret is None or secret.startswith(API_TOKEN_PREFIX):
+            return super().authenticate(request)  # the same errors as everywhere else
+        with connection.cursor() as cursor:
+            cursor.execute(_POLL_SQL, [hash_secret(secret)])
+            row = cursor.fetchone()
+        if row is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked SDK key.")
+        key_id, environment_id, scopes, environment_key, etag = row
+        scopes = json.loads(scopes) if isinstance(scopes, str) else scopes  # SQLite gives text
+        credential = PollCredential(key_id, environment_id, environment_key, tuple(scopes), etag)
+        touch_last_used(SdkKey, key_id)
+        return SdkPrincipal(credential), credential
+
+
+# ETag -> the exact bytes served, and the parsed config OFREP evaluates against. The ETag is
+# a hash of the bytes, so an entry can never be stale, only unused; a change makes a new one.
+_BYTES: dict[str, bytes] = {}
+_PARSED: dict[str, dict] = {}
+_CACHE_ENTRIES = 64
+
+
+def _remember(cache: dict, etag: str, value):
+    if len(cache) >= _CACHE_ENTRIES:
+        cache.clear()
+    cache[etag] = value
+    return value
+
+
+def snapshot_bytes(credential: PollCredential) -> tuple[str, bytes]:
+    """(etag, body) of the credential's environment. Loads the body only when this process
+    has not served that ETag yet; if the snapshot changed since the ETag was read, the newer
+    pair is returned (the two always belong together)."""
+    etag = credential.snapshot_etag
+    if etag is None:
+        return '"empty"', _empty_body(credential.environment_key).encode()
+    body = _BYTES.get(etag)
+    if body is None:
+        row = ConfigSnapshot.objects.filter(environment_id=credential.environment_id).values_list(
+            "etag", "body").first()
+        if row is None:  # pragma: no cover - snapshots are never deleted
+            return '"empty"', _empty_body(credential.environment_key).encode()
+        etag, body = row[0], _remember(_BYTES, row[0], row[1].encode("utf-8"))
+    return etag, body
+
+
+def snapshot_parsed(credential: PollCredential) -> tuple[str, dict]:
+    etag = credential.snapshot_etag
+    config = _PARSED.get(etag) if etag is not None else None
+    if config is None:
+        etag, body = snapshot_bytes(credential)
+        config = _remember(_PARSED, etag, json.loads(body))
+    return etag, config
 
 
 def _etag_matches(request, etag: str) -> bool:
@@ -40,9 +138,10 @@ def _etag_matches(request, etag: str) -> bool:
 
 
 class ConfigApi(APIView):
-    authentication_classes = [SdkKeyAuthentication]
+    authentication_classes = [PollAuthentication]
     permission_classes = [HasSdkScope]
     throttle_classes = [ConfigThrottle]
+    content_negotiation_class = JsonOnly
     required_scope = "config:read"
 
     @extend_schema(
@@ -53,41 +152,23 @@ class ConfigApi(APIView):
         "send it back in If-None-Match to get 304 with no body.",
     )
     def get(self, request):
-        env_id = request.auth.environment_id
-        if request.META.get("HTTP_IF_NONE_MATCH"):
-            # Likely unchanged: compare the stored ETag before loading the body at all.
-            etag = selectors.snapshot_etag(environment_id=env_id)
-            if etag is not None and _etag_matches(request, etag):
-                response = HttpResponse(status=304)
-                response["ETag"] = etag
-                return response
-        snapshot = selectors.snapshot_get(environment_id=env_id)
-        if snapshot is None:
-            response = HttpResponse(_empty_body(request.auth.environment.key), content_type="application/json")
-        else:
-            response = HttpResponse(snapshot.body, content_type="application/json")
-            response["ETag"] = snapshot.etag
+        credential: PollCredential = request.auth
+        if credential.snapshot_etag is not None and _etag_matches(request, credential.snapshot_etag):
+            response = HttpResponse(status=304)
+            response["ETag"] = credential.snapshot_etag
+            return response
+        etag, body = snapshot_bytes(credential)
+        response = HttpResponse(body, content_type="application/json")
+        if credential.snapshot_etag is not None:
+            response["ETag"] = etag
         response["Cache-Control"] = "private, no-cache"
         return response
 
 
 def _empty_body(environment_key: str) -> str:
-    return json.dumps({"environment": environment_key, "revision": 0, "poll_interval_seconds": 5,
+    return json.dumps({"environment": environment_key, "revision": 0,
+                       "poll_interval_seconds": settings.SHIPWAY_POLL_INTERVAL_SECONDS,
                        "features": {}, "flags": {}, "segments": {}}, separators=(",", ":"))
-
-
-_PARSED: dict[str, dict] = {}
-
-
-def _parsed(etag: str, body: str) -> dict:
-    """Parsed snapshot, cached per ETag (content hash): OFREP evaluates against it without
-    re-parsing. Keyed by the ETag alone so a hit costs no pass over the body."""
-    config = _PARSED.get(etag)
-    if config is None:
-        if len(_PARSED) >= 64:
-            _PARSED.clear()
-        config = _PARSED[etag] = json.loads(body)
-    return config
 
 
 def _ofrep_error(key: str | None, code: str, details: str, status: int) -> JsonResponse:
@@ -98,9 +179,10 @@ def _ofrep_error(key: str | None, code: str, details: str, status: int) -> JsonR
 
 
 class OfrepApiBase(APIView):
-    authentication_classes = [SdkKeyAuthentication]
+    authentication_classes = [PollAuthentication]
     permission_classes = [HasSdkScope]
     throttle_classes = [OfrepThrottle]
+    content_negotiation_class = JsonOnly
     required_scope = "config:read"
     parser_classes = []  # the body is parsed here, to answer in OFREP's error shape
 
@@ -139,10 +221,8 @@ class OfrepApiBase(APIView):
         return context
 
     def config(self, request) -> tuple[dict, str]:
-        snapshot = selectors.snapshot_get(environment_id=request.auth.environment_id)
-        if snapshot is None:
-            return json.loads(_empty_body(request.auth.environment.key)), '"empty"'
-        return _parsed(snapshot.etag, snapshot.body), snapshot.etag
+        etag, config = snapshot_parsed(request.auth)
+        return config, etag
 
 
 def _answer(key: str, ev: Evaluation, revision: int) -> dict:

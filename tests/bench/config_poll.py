@@ -1,13 +1,14 @@
 """Config-poll benchmark: a real gunicorn server under a load generator.
 
-    .venv/bin/python tests/bench/config_poll.py [--seconds N] [--concurrency C]
+    .venv/bin/python tests/bench/config_poll.py [--seconds N] [--rounds R] [--concurrency C]
                                                 [--database-url URL] [--workers W]
 
 It creates its own database (a fresh SQLite file under var/bench/, or the Postgres database
 named by --database-url, dropped and re-created), migrates it, creates environment
 "production" with 20 features (each a prompt version and a release, through the real
 services) and an SDK key with scope config:read. Then it starts gunicorn (`controlplane.wsgi`,
-sync workers, DEBUG off) on 127.0.0.1 and measures, for the same duration and concurrency:
+sync workers, DEBUG off) on 127.0.0.1 and measures, for the same duration and concurrency, in
+interleaved rounds:
 
     bare        GET /bench/bare: a plain Django view returning constant bytes of the same
                 length as the config body (same server, same middleware)
@@ -352,6 +353,21 @@ def measure(name: str, expected: int, port: int, path: str, headers: dict, args)
     return result
 
 
+def combine(rounds: list[Result]) -> Result:
+    """One endpoint's rounds as one figure: requests and seconds added up, the median of the
+    rounds' p50 and p99, statuses and socket errors added up."""
+    total = Result(name=rounds[0].name, expected=rounds[0].expected)
+    for r in rounds:
+        total.requests += r.requests
+        total.seconds += r.seconds
+        total.socket_errors += r.socket_errors
+        for status, n in r.statuses.items():
+            total.statuses[status] = total.statuses.get(status, 0) + n
+    total.p50_ms = statistics.median(r.p50_ms for r in rounds)
+    total.p99_ms = statistics.median(r.p99_ms for r in rounds)
+    return total
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -372,7 +388,8 @@ def report(results: list[Result], args, seeded: dict) -> None:
     print()
     print(f"database {seeded['vendor']}, {seeded['features']} features, config body {seeded['bytes']} bytes; "
           f"gunicorn {args.workers} sync workers; loader {args.loader} "
-          f"({args.concurrency} connections, {args.seconds} s each); THROTTLE_CONFIG={args.throttle}")
+          f"({args.concurrency} connections, {args.rounds} rounds of {args.seconds} s each); "
+          f"THROTTLE_CONFIG={args.throttle}")
     print(f"machine: {machine()}")
     print()
     header = f"{'endpoint':<12} {'requests':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8}  unexpected"
@@ -401,6 +418,8 @@ def report(results: list[Result], args, seeded: dict) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="duration of each measurement (default 10)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds; each measures every endpoint for --seconds (default 3)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent connections (default 8)")
     parser.add_argument("--database-url", default=None,
                         help="default: a fresh SQLite file under var/bench/; e.g. "
@@ -427,8 +446,8 @@ def main() -> int:
         args.database_url = f"sqlite:///{BENCH_DIR / 'config_poll.sqlite3'}"
     if args.loader == "auto":
         args.loader = "wrk" if shutil.which("wrk") else "python"
-    if args.seconds < 1 or args.concurrency < 1:
-        parser.error("--seconds and --concurrency must be at least 1")
+    if args.seconds < 1 or args.concurrency < 1 or args.rounds < 1:
+        parser.error("--seconds, --concurrency and --rounds must be at least 1")
 
     database_create(args.database_url)
     server = None
@@ -458,11 +477,14 @@ def main() -> int:
 
         plan = [("bare", 200, "/bench/bare", {}), ("config 200", 200, "/api/v1/config", auth),
                 ("config 304", 304, "/api/v1/config", cond)]
-        results = []
-        for name, expected, path, headers in plan:
-            print(f"measuring {name} for {args.seconds} s ...", flush=True)
-            results.append(measure(name, expected, port, path, headers, args))
-        report(results, args, seeded)
+        # Rounds interleave the endpoints, so a load change on the machine while the benchmark
+        # runs shifts all three figures alike instead of skewing the ratios.
+        rounds: dict[str, list[Result]] = {name: [] for name, *_ in plan}
+        for round_number in range(1, args.rounds + 1):
+            for name, expected, path, headers in plan:
+                print(f"round {round_number}/{args.rounds}: measuring {name} for {args.seconds} s ...", flush=True)
+                rounds[name].append(measure(name, expected, port, path, headers, args))
+        report([combine(rs) for rs in rounds.values()], args, seeded)
     finally:
         if server is not None:
             server_stop(server)

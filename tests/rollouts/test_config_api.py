@@ -60,11 +60,43 @@ def test_config__poll_is_constant_queries_whatever_the_feature_count(
         f = feature_create(key=f"f-{i}", name=f"F{i}")
         prompt_version_create(feature=f, version="1.0.0", model="m", template="x")
         rollouts.release_create(feature=f, environment=envs["production"], stable_version="1.0.0")
-    with django_assert_max_num_queries(2):
+    _get(client, sdk_key)  # the first use of a key also records last_used_at
+    with django_assert_max_num_queries(1):
         ok = _get(client, sdk_key)
     assert len(json.loads(ok.content)["features"]) == 16
-    with django_assert_max_num_queries(2):
+    with django_assert_max_num_queries(1):
         assert _get(client, sdk_key, HTTP_IF_NONE_MATCH=ok["ETag"]).status_code == 304
+
+
+def test_config__stale_if_none_match__serves_the_current_body(client, release, sdk_key, envs, personas):
+    before = _get(client, sdk_key)
+    rollouts.release_set_enabled(feature=release.feature, environment=envs["production"], enabled=False,
+                             actor=personas["oncall"])
+    after = _get(client, sdk_key, HTTP_IF_NONE_MATCH=f'W/"stale", {before["ETag"]}')
+    assert after.status_code == 200
+    assert json.loads(after.content)["features"]["ticket-summarizer"]["enabled"] is False
+
+
+def test_config__no_release_yet__empty_config_without_etag(client, envs):
+    _, secret = sdk_key_create(environment=envs["staging"], name="s", scopes=["config:read"])
+    response = _get(client, secret, HTTP_IF_NONE_MATCH='"anything"')
+    assert response.status_code == 200
+    assert json.loads(response.content) | {"poll_interval_seconds": 5} == {
+        "environment": "staging", "revision": 0, "poll_interval_seconds": 5, "features": {}, "flags": {},
+        "segments": {}}
+
+
+def test_config__over_the_rate__429_with_retry_after(client, release, sdk_key, settings):
+    settings.REST_FRAMEWORK = settings.REST_FRAMEWORK | {
+        "DEFAULT_THROTTLE_RATES": {"config": "3/min", "ofrep": "3/min"}}
+    statuses = [_get(client, sdk_key).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    limited = _get(client, sdk_key)
+    assert 1 <= int(limited["Retry-After"]) <= 61
+    assert json.loads(limited.content)["error"]["code"] == "throttled"
+    # Another key has its own allowance.
+    _, other = sdk_key_create(environment=release.environment, name="other", scopes=["config:read"])
+    assert _get(client, other).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -117,3 +149,18 @@ def test_config__wrong_method__405_json(client, sdk_key):
     response = client.post("/api/v1/config", HTTP_AUTHORIZATION=f"Bearer {sdk_key}")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_ofrep__over_the_rate__429_in_ofrep_shape_with_retry_after(client, release, sdk_key, settings):
+    settings.REST_FRAMEWORK = settings.REST_FRAMEWORK | {
+        "DEFAULT_THROTTLE_RATES": {"config": "3/min", "ofrep": "2/min"}}
+    url = "/ofrep/v1/evaluate/flags/ticket-summarizer"
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {sdk_key}"}
+    body = json.dumps({"context": {"targetingKey": "user-1"}})
+    statuses = [client.post(url, body, content_type="application/json", **headers).status_code
+                for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    limited = client.post(url, body, content_type="application/json", **headers)
+    assert int(limited["Retry-After"]) >= 1
+    assert json.loads(limited.content) == {"key": "ticket-summarizer", "errorCode": "GENERAL",
+                                           "errorDetails": "Too many requests"}
