@@ -118,6 +118,14 @@ LOGGING = {
 }
 
 SHIPWAY_POLL_INTERVAL_SECONDS = env.int("SHIPWAY_POLL_INTERVAL_SECONDS", default=5)
+# apps/metrics: raw call events older than this are deleted (rollups are kept)
+SHIPWAY_EVENT_RETENTION_DAYS = env.int("SHIPWAY_EVENT_RETENTION_DAYS", default=30)
+# SLO alerts: the window each evaluation looks at, and the fewest calls it takes to judge
+SHIPWAY_SLO_WINDOW_MINUTES = env.int("SHIPWAY_SLO_WINDOW_MINUTES", default=15)
+SHIPWAY_SLO_MIN_CALLS = env.int("SHIPWAY_SLO_MIN_CALLS", default=20)
+# Alerts: the default webhook (Slack-compatible JSON) and the base URL their links point to
+SHIPWAY_ALERT_WEBHOOK_URL = env.str("SHIPWAY_ALERT_WEBHOOK_URL", default="")
+SHIPWAY_BASE_URL = env.str("SHIPWAY_BASE_URL", default="")
 
 from controlplane.api_settings import *  # noqa: E402,F403
 from controlplane.celery_settings import *  # noqa: E402,F403

@@ -17,8 +17,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "release.canary": frozenset({"admin", "engineer"}),
     "release.canary_abort": frozenset({"admin", "engineer", "oncall"}),
     "release.configure": frozenset({"admin", "engineer"}),
+    "price.manage": frozenset({"admin"}),
     "sdk_key.manage": frozenset({"admin"}),
     "review.decide": frozenset({"admin", "reviewer"}),
+    "budget.manage": frozenset({"admin", "pm"}),
+    "metric.manage": frozenset({"admin", "pm"}),
 }
 
 User = AbstractBaseUser | AnonymousUser
