@@ -122,6 +122,9 @@ class Budget(models.Model):
     feature_monthly_unit = models.CharField(max_length=8, choices=Unit.choices, default=Unit.USD)
     time_zone = models.CharField(max_length=64, default="UTC")
     webhook_url = models.URLField(blank=True, help_text="Alerts are POSTed here (Slack-compatible)")
+    # Set while the feature-month cap is reached: the end of that month. Served in the config
+    # snapshot as `budget.exhausted`; a periodic task clears it when the month is over.
+    exhausted_until = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
@@ -140,12 +143,15 @@ class BudgetUsage(models.Model):
     scope = models.CharField(max_length=16, choices=Scope.choices)
     subject = models.CharField(max_length=128, blank=True, help_text="user key for user scopes")
     period_start = models.DateTimeField()
+    # Part of the key: switching a cap between USD and tokens starts fresh counters instead
+    # of adding tokens to dollars.
+    unit = models.CharField(max_length=8, default="usd")
     spent = models.DecimalField(max_digits=20, decimal_places=10, default=0)
     reserved = models.DecimalField(max_digits=20, decimal_places=10, default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["feature", "scope", "subject", "period_start"],
-                                               name="budget_usage_unique")]
+        constraints = [models.UniqueConstraint(fields=["feature", "scope", "subject", "period_start", "unit"],
+                                               name="budget_usage_unique_unit")]
 
     def __str__(self) -> str:
         return f"{self.feature_id} {self.scope} {self.subject} {self.period_start:%Y-%m-%d}"
@@ -156,12 +162,17 @@ class BudgetReservation(models.Model):
 
     feature = models.ForeignKey(Feature, on_delete=models.CASCADE, related_name="+")
     user_key = models.CharField(max_length=128, blank=True)
-    amount = models.DecimalField(max_digits=20, decimal_places=10)
-    unit = models.CharField(max_length=8)
+    amount = models.DecimalField(max_digits=20, decimal_places=10, help_text="USD held")
+    tokens = models.PositiveBigIntegerField(default=0, help_text="tokens held")
+    unit = models.CharField(max_length=8, help_text="usd, tokens or both: which amounts the usages hold")
     usages = models.ManyToManyField(BudgetUsage, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["feature", "user_key", "created_at"], condition=models.Q(settled_at=None),
+                                name="reservation_unsettled")]
 
     def __str__(self) -> str:
         return f"reservation {self.pk} {self.amount} {self.unit}"

@@ -7,10 +7,13 @@ import json
 from django.conf import settings
 
 from apps.core.models import Environment
+from apps.metrics.budgets import budget_served_state
 from apps.rollouts.models import ConfigSnapshot, Release, Segment
 
+NO_BUDGET = {"max_tokens_per_request": None, "exhausted": False}
 
-def _feature_entry(release: Release) -> dict:
+
+def _feature_entry(release: Release, budget: dict | None = None) -> dict:
     rev = release.current_revision
     canary = None
     if rev.canary_version_id:
@@ -24,6 +27,7 @@ def _feature_entry(release: Release) -> dict:
         "stable": rev.stable_version.served_fields(),
         "canary": canary,
         "review_sample_rate": float(rev.review_sample_rate),
+        "budget": budget or NO_BUDGET,
     }
 
 
@@ -35,11 +39,12 @@ def snapshot_body(*, environment: Environment, revision: int) -> str:
         )
         .order_by("feature__key")
     )
+    budgets = budget_served_state(feature_ids=[r.feature_id for r in releases])  # one query for all
     payload = {
         "environment": environment.key,
         "revision": revision,
         "poll_interval_seconds": settings.SHIPWAY_POLL_INTERVAL_SECONDS,
-        "features": {r.feature.key: _feature_entry(r) for r in releases},
+        "features": {r.feature.key: _feature_entry(r, budgets.get(r.feature_id)) for r in releases},
         "flags": {},
         "segments": {s.key: s.as_config() for s in Segment.objects.all()},
     }
@@ -62,4 +67,12 @@ def config_snapshot_rebuild(*, environment: Environment) -> ConfigSnapshot:
 
 def config_snapshot_rebuild_all() -> None:
     for environment in Environment.objects.all():
+        config_snapshot_rebuild(environment=environment)
+
+
+def budget_served_changed_receiver(sender, feature_ids: list[int], **kwargs) -> None:
+    """apps.metrics sends `budget_served_changed` (inside its transaction) when a feature's
+    served budget state flips; rebuild the snapshots of the environments serving it."""
+    environments = Environment.objects.filter(releases__feature_id__in=feature_ids).distinct()
+    for environment in environments:
         config_snapshot_rebuild(environment=environment)

@@ -12,6 +12,7 @@ from .bucketing import (
     in_canary,
     percent_to_basis_points,
 )
+from .budget import BudgetExceeded, BudgetInfo
 from .client import ShipwayAuthError, ShipwayClient
 from .evaluation import Evaluation, evaluate_feature, evaluate_flag
 from .prompts import PreparedPrompt, prepare_prompt
@@ -33,6 +34,8 @@ from .templating import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BudgetExceeded",
+    "BudgetInfo",
     "Evaluation",
     "InvalidPercent",
     "MissingVariables",

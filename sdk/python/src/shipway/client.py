@@ -15,6 +15,7 @@ from typing import Any, Self
 
 import requests
 
+from .budget import BudgetExceeded, BudgetInfo, budget_info, check_tokens
 from .cache import load_cache, save_cache
 from .evaluation import (
     ERROR,
@@ -63,6 +64,8 @@ class ShipwayClient:
         self._session = requests.Session()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stats_lock = threading.Lock()
+        self._budget_violations: dict[str, int] = {}
         if cache_path:
             cached = load_cache(cache_path)
             if cached is not None:
@@ -244,6 +247,35 @@ class ShipwayClient:
         # A malformed snapshot must not break the caller's request.
         except _MALFORMED as exc:
             return Evaluation(None, ERROR, "off", GENERAL, f"evaluation failed: {exc}")
+
+    def budget(self, feature_key: str) -> BudgetInfo:
+        """The feature's budget as served: per-request token cap and ``exhausted``."""
+        config = self._config
+        feature = (config.get("features") or {}).get(feature_key) if config else None
+        return budget_info(feature)
+
+    def check_request_tokens(self, feature_key: str, tokens: int) -> None:
+        """Refuse a request before the LLM call.
+
+        Raises ``BudgetExceeded`` when ``tokens`` is over the feature's per-request cap
+        or its monthly budget is exhausted; each refusal is counted in
+        ``stats["budget_violations"]``. Without a config nothing is refused (a service
+        never stops because Shipway is unreachable).
+        """
+        try:
+            check_tokens(feature_key, self.budget(feature_key), tokens)
+        except BudgetExceeded as exc:
+            with self._stats_lock:
+                count = self._budget_violations.get(feature_key, 0) + 1
+                self._budget_violations[feature_key] = count
+            logger.warning("shipway: request refused by budget: %s", exc)
+            raise
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counters kept by this client: ``budget_violations`` per feature key."""
+        with self._stats_lock:
+            return {"budget_violations": dict(self._budget_violations)}
 
     def prompt(
         self, feature_key: str, context: Mapping, variables: Mapping[str, object]

@@ -10,11 +10,13 @@ caller into the same arm.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .bucketing import MAX_BASIS_POINTS, bucket
+from .budget import BudgetInfo, budget_info
 from .segments import segment_matches
 
 STATIC = "STATIC"
@@ -49,11 +51,23 @@ class Evaluation:
     variant: str
     error_code: str | None = None
     error_message: str | None = None
+    # Features only: the config's budget entry. Not part of equality: it describes the
+    # feature, not the decision.
+    budget: BudgetInfo | None = dataclasses.field(default=None, compare=False)
 
     @property
     def arm(self) -> str | None:
         """``stable`` or ``canary`` when a feature arm was served, else ``None``."""
         return self.variant if self.variant in _ARMS else None
+
+    @property
+    def max_tokens_per_request(self) -> int | None:
+        return self.budget.max_tokens_per_request if self.budget else None
+
+    @property
+    def exhausted(self) -> bool:
+        """The feature's monthly budget is used up: the SDK refuses its requests."""
+        return bool(self.budget and self.budget.exhausted)
 
 
 def _targeting_key(context: Mapping) -> str | None:
@@ -102,6 +116,13 @@ def evaluate_feature(
     feature: Mapping, context: Mapping, segments: Mapping[str, Mapping] | None = None
 ) -> Evaluation:
     """Decide which arm of a feature ``context`` gets. Inputs are never modified."""
+    evaluation = _evaluate_feature(feature, context, segments)
+    return replace(evaluation, budget=budget_info(feature))
+
+
+def _evaluate_feature(
+    feature: Mapping, context: Mapping, segments: Mapping[str, Mapping] | None
+) -> Evaluation:
     if not feature.get("enabled"):
         return Evaluation(None, DISABLED, "off")
     targeted = _targeted_variant(feature.get("targeting"), context, segments)
