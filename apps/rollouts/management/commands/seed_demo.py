@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand
 from apps.core.models import Environment
 from apps.core.roles import ROLES
 from apps.core.services import environment_create, roles_ensure
+from apps.metrics.demo import demo_impact_seed, demo_telemetry_seed
 from apps.prompts.models import Feature
 from apps.prompts.services import feature_create, prompt_version_create
 from apps.rollouts import services as rollouts
@@ -51,6 +52,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if Feature.objects.exists():
             self.stdout.write("Demo data already present; nothing to do.")
+            self._telemetry()  # databases seeded before demo telemetry existed get it now
             return
         roles_ensure()
         users = self._users()
@@ -102,8 +104,21 @@ class Command(BaseCommand):
                                     reason="Shipping queue opened")
 
         self.stdout.write(self.style.SUCCESS("Demo data seeded."))
+        self._telemetry()
         self.stdout.write(f"Logins, password '{DEMO_PASSWORD}' for each: " + ", ".join(ROLES)
                           + " (admin is a superuser; each other user has the role of its name)")
+
+    def _telemetry(self) -> None:
+        written = demo_telemetry_seed(days=7)
+        if written["rollups"]:
+            self.stdout.write(self.style.SUCCESS(
+                f"Demo telemetry: {written['rollups']} rollup rows and {written['events']} call events "
+                "over the last 7 days."))
+        targets = demo_impact_seed()
+        if targets["slos"] or targets["definitions"]:
+            self.stdout.write(self.style.SUCCESS(
+                f"Demo SLOs for {targets['slos']} features; {targets['definitions']} impact metrics with "
+                f"{targets['values']} reported values over the last 2 weeks."))
 
     def _users(self) -> dict:
         User = get_user_model()
