@@ -28,8 +28,10 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
+## Benchmarks (figures only; the ingest one needs the local Postgres). See docs/benchmarks.md.
 bench: install
 	$(BIN)/python tests/bench/config_poll.py
+	$(BIN)/python tests/bench/ingest.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
