@@ -526,6 +526,11 @@ def budget_events_settle(*, events: list[CallEvent]) -> None:
                 flipped.append(fid)
         if flipped:
             logger.info("budget.exhausted", extra={"feature_ids": flipped})
+            for fid in flipped:  # the served config changes: audited like any other change
+                audit_event_record(actor=None, action="budget.exhausted", object_type="budget",
+                                   object_key=budgets[fid].feature.key,
+                                   after={"exhausted_until": exhausted[fid].isoformat()},
+                                   reason="monthly ceiling reached")
             budget_served_changed.send(sender=Budget, feature_ids=flipped)
 
 
@@ -547,6 +552,9 @@ def budget_reservations_expire(*, now: datetime | None = None) -> dict[str, int]
         renewed = list(Budget.objects.filter(exhausted_until__lte=now).values_list("feature_id", flat=True))
         if renewed:
             Budget.objects.filter(feature_id__in=renewed, exhausted_until__lte=now).update(exhausted_until=None)
+            for key in Feature.objects.filter(pk__in=renewed).values_list("key", flat=True):
+                audit_event_record(actor=None, action="budget.renewed", object_type="budget", object_key=key,
+                                   after={"exhausted_until": None}, reason="a new budget month began")
             budget_served_changed.send(sender=Budget, feature_ids=renewed)
     resolved = 0
     for alert in alerts_open().filter(kind=Alert.Kind.BUDGET):

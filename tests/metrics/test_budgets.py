@@ -207,6 +207,7 @@ def test_config_snapshot__serves_token_cap_and_exhaustion(release, envs, persona
     settle(event(feature, prod, cost="0.6", at=budgets.timezone.now()))
     rev2, served = _served(prod)
     assert rev2 == rev1 + 1 and served["exhausted"] is True
+    assert AuditEvent.objects.filter(action="budget.exhausted", object_key=feature.key, actor=None).count() == 1
     settle(event(feature, prod, cost="0.1", at=budgets.timezone.now()))
     assert _served(prod)[0] == rev2  # already exhausted: no second rebuild
 
@@ -218,6 +219,7 @@ def test_config_snapshot__serves_token_cap_and_exhaustion(release, envs, persona
     # When the month is over, the periodic task ends it.
     budgets.budget_reservations_expire(now=budgets.timezone.now() + timedelta(days=32))
     assert _served(prod)[1]["exhausted"] is False
+    assert AuditEvent.objects.filter(action="budget.renewed", object_key=feature.key).count() == 1
 
 
 def test_budget_set__audited_and_permissioned(feature, personas):
