@@ -15,6 +15,7 @@ from apps.core.errors import ShipwayError
 from apps.core.models import AuditEvent, Environment
 from apps.core.roles import can
 from apps.core.selectors import environment_get
+from apps.metrics.health import canary_health_verdict
 from apps.prompts import selectors as prompt_selectors
 from apps.prompts import services as prompt_services
 from apps.prompts.models import Feature, Stage
@@ -78,6 +79,9 @@ def feature_detail(request, key: str):
                 canary_form=forms.CanaryStartForm(
                     versions=[v for v in version_names if v != rev.stable_version.version],
                     initial={"expected_revision": rev.number}),
+                canary_health=canary_health_verdict(
+                    feature=feature, environment=environment, canary_version=rev.canary_version.version,
+                ) if rev.canary_version_id else None,
             )
         else:
             entry["create_form"] = forms.ReleaseCreateForm(

@@ -142,3 +142,26 @@ def test_audit_log__filters_and_paginates(client, canary, personas):
     client.force_login(personas["oncall"])
     html = client.get("/audit/?action=canary.started").content.decode()
     assert "canary.started" in html and "prompt_version.created</code>" not in html
+
+
+def test_feature_page__canary_card_shows_its_health_verdict(client, canary, personas):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.metrics.test_health import make_rollup
+
+    client.force_login(personas["oncall"])
+    production = canary.environment
+    assert "Canary health (last hour): <strong>not enough data yet" in client.get("/features/ticket-summarizer/")\
+        .content.decode()
+
+    minute = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=30)
+    for i in range(20):  # stable fine, canary failing a third of its calls
+        at = minute + timedelta(minutes=i)
+        make_rollup(feature=canary.feature, environment=production, minute=at, calls=200, errors=2)
+        make_rollup(feature=canary.feature, environment=production, minute=at, arm="canary", version="1.1.0",
+                    calls=20, errors=7)
+    page = client.get("/features/ticket-summarizer/").content.decode()
+    assert "Canary health (last hour): <strong>unhealthy</strong>" in page
+    assert "error rate" in page.split("Canary health")[1][:600].lower()
