@@ -118,6 +118,9 @@ LOGGING = {
 }
 
 SHIPWAY_POLL_INTERVAL_SECONDS = env.int("SHIPWAY_POLL_INTERVAL_SECONDS", default=5)
+# A JSON body may be as large as POST /api/v1/events allows (1000 events of ~4 KB); Django's
+# default (2.5 MB) answered bigger, valid batches with an HTML 400.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 # apps/metrics: raw call events older than this are deleted (rollups are kept)
 SHIPWAY_EVENT_RETENTION_DAYS = env.int("SHIPWAY_EVENT_RETENTION_DAYS", default=30)
 # SLO alerts: the window each evaluation looks at, and the fewest calls it takes to judge

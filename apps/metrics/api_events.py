@@ -3,13 +3,13 @@
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.api_errors import error_body
 from apps.core.authentication import HasSdkScope, SdkKeyAuthentication
 from apps.core.errors import ValidationFailed
+from apps.core.parsers import BatchJSONParser
 from apps.metrics.ingest import MAX_BATCH, BatchTooLarge, call_events_ingest
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # 1000 events of ~4 KB each
@@ -42,7 +42,7 @@ class _Rejected(serializers.Serializer):
 class EventBatchApi(APIView):
     authentication_classes = [SdkKeyAuthentication]
     permission_classes = [HasSdkScope]
-    parser_classes = [JSONParser]
+    parser_classes = [BatchJSONParser]
     required_scope = "events:write"
 
     @extend_schema(

@@ -3,13 +3,13 @@ key that has the `events:write` scope; the environment comes from the key."""
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.api_errors import error_body
 from apps.core.authentication import HasSdkScope, SdkKeyAuthentication
 from apps.core.errors import ValidationFailed
+from apps.core.parsers import BatchJSONParser
 from apps.metrics.impact import MAX_VALUES, metric_values_report
 from apps.prompts.selectors import feature_get
 
@@ -34,7 +34,7 @@ class _Rejected(serializers.Serializer):
 class FeatureMetricsReportApi(APIView):
     authentication_classes = [SdkKeyAuthentication]
     permission_classes = [HasSdkScope]
-    parser_classes = [JSONParser]
+    parser_classes = [BatchJSONParser]
     required_scope = "events:write"
 
     @extend_schema(

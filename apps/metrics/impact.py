@@ -57,7 +57,7 @@ def _clean_target(target: Any) -> Decimal | None:
         value = Decimal(str(target))
     except InvalidOperation:
         raise ValidationFailed("target must be a number", code="invalid_target", details={"field": "target"}) from None
-    if not value.is_finite() or abs(value) >= VALUE_LIMIT:
+    if not value.is_finite() or value.copy_abs() >= VALUE_LIMIT:
         raise ValidationFailed("target must be a finite number below 1e14", code="invalid_target",
                                details={"field": "target"})
     return value.quantize(VALUE_QUANTUM)
@@ -175,7 +175,7 @@ def _parse_value(raw: Any) -> Decimal:
         raise ValueError("value must be a number (or a decimal string)") from None
     if not value.is_finite():
         raise ValueError("value must be finite")
-    if abs(value) >= VALUE_LIMIT:
+    if value.copy_abs() >= VALUE_LIMIT:
         raise ValueError("value must be below 1e14 in magnitude")
     if value.as_tuple().exponent < -6 and value != value.quantize(VALUE_QUANTUM):
         raise ValueError("value has more than 6 decimal places")

@@ -44,6 +44,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from rest_framework.views import APIView
 
 from apps.core.authentication import HasSdkScope, SdkKeyAuthentication
+from apps.core.parsers import json_loads_checked
 from apps.metrics.ingest import MAX_BATCH, IngestResult, call_events_ingest
 
 PROTOBUF = "application/x-protobuf"
@@ -187,10 +188,18 @@ def _status_code(status: Any) -> int:
     return _int(code, "status.code")
 
 
+def _nanos(value: Any, what: str) -> int:
+    """A fixed64 timestamp, as in the protobuf encoding (a larger one is no date at all)."""
+    nanos = _int(value, what)
+    if not 0 <= nanos < 2**64:
+        raise Malformed(f"{what} must be an unsigned 64-bit integer")
+    return nanos
+
+
 def spans_from_json(body: bytes) -> Iterator[Span]:
     try:
-        request = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        request = json_loads_checked(body)
+    except ValueError as exc:  # also deep nesting, 1e400, lone surrogates and NULs
         raise Malformed(f"not JSON: {exc}") from None
     if not isinstance(request, dict):
         raise Malformed("the body must be an ExportTraceServiceRequest object")
@@ -204,8 +213,8 @@ def spans_from_json(body: bytes) -> Iterator[Span]:
                 status = span.get("status") or {}
                 yield Span(trace_id=_hex_id(span.get("traceId"), 16, "traceId"),
                            span_id=_hex_id(span.get("spanId"), 8, "spanId"),
-                           start_ns=_int(span.get("startTimeUnixNano", 0), "startTimeUnixNano"),
-                           end_ns=_int(span.get("endTimeUnixNano", 0), "endTimeUnixNano"),
+                           start_ns=_nanos(span.get("startTimeUnixNano", 0), "startTimeUnixNano"),
+                           end_ns=_nanos(span.get("endTimeUnixNano", 0), "endTimeUnixNano"),
                            attributes=_json_attrs(_list(span, "attributes")), resource=resource,
                            status_code=_status_code(status),
                            status_message=str(status.get("message", "")) if isinstance(status, dict) else "")

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from drf_spectacular.types import OpenApiTypes
@@ -24,6 +25,7 @@ from apps.core.authentication import (
     touch_last_used,
 )
 from apps.core.models import Environment, SdkKey
+from apps.core.parsers import json_loads_checked
 from apps.core.services import API_TOKEN_PREFIX, hash_secret
 from apps.core.throttling import FixedWindowThrottle
 from apps.rollouts.models import ConfigSnapshot
@@ -198,6 +200,14 @@ class OfrepApiBase(APIView):
             response = _ofrep_error(self.kwargs.get("key"), "GENERAL", "Too many requests", 429)
             response["Retry-After"] = str(int(exc.wait or 1))
             return response
+        if isinstance(exc, RequestDataTooBig):
+            return _ofrep_error(self.kwargs.get("key"), "GENERAL",
+                                f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes", 413)
+        if isinstance(exc, exceptions.APIException):  # e.g. 405: still OFREP's shape
+            response = _ofrep_error(self.kwargs.get("key"), "GENERAL", str(exc.detail), exc.status_code)
+            if isinstance(exc, exceptions.MethodNotAllowed):
+                response["Allow"] = ", ".join(self.allowed_methods)
+            return response
         return super().handle_exception(exc)
 
     def context_or_error(self, request, key: str | None) -> dict | JsonResponse:
@@ -205,8 +215,8 @@ class OfrepApiBase(APIView):
         if not raw.strip():
             return {}
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+            body = json_loads_checked(raw)
+        except ValueError as exc:  # also deep nesting, 1e400, lone surrogates and NULs
             return _ofrep_error(key, "PARSE_ERROR", f"The body is not valid JSON: {exc}", 400)
         if not isinstance(body, dict):
             return _ofrep_error(key, "PARSE_ERROR", "The body must be a JSON object", 400)

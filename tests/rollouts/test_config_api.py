@@ -164,3 +164,28 @@ def test_ofrep__over_the_rate__429_in_ofrep_shape_with_retry_after(client, relea
     assert int(limited["Retry-After"]) >= 1
     assert json.loads(limited.content) == {"key": "ticket-summarizer", "errorCode": "GENERAL",
                                            "errorDetails": "Too many requests"}
+
+
+@pytest.mark.parametrize("url", ["/ofrep/v1/evaluate/flags/ticket-summarizer", "/ofrep/v1/evaluate/flags"])
+@pytest.mark.parametrize("raw", [
+    '{"context": ' + '{"a":' * 100_000 + "1" + "}" * 100_000 + "}",
+    '{"context": {"targetingKey": "\\ud800"}}',
+    '{"context": {"targetingKey": "u", "plan": "x\\udfff"}}',
+    '{"context": {"targetingKey": "u", "\\ud800": 1}}',
+    '{"context": {"targetingKey": "u", "n": 1e400}}',
+])
+def test_ofrep__bad_body__400_parse_error_not_500(client, release, sdk_key, url, raw):
+    response = client.post(url, raw, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {sdk_key}")
+    assert response.status_code == 400, response.content
+    assert response.json()["errorCode"] == "PARSE_ERROR"
+
+
+@pytest.mark.parametrize("url", ["/ofrep/v1/evaluate/flags/ticket-summarizer", "/ofrep/v1/evaluate/flags"])
+def test_ofrep__wrong_method_and_huge_body__ofrep_error_shape(client, release, sdk_key, settings, url):
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {sdk_key}"}
+    wrong = client.get(url, **auth)
+    assert wrong.status_code == 405 and wrong.json()["errorCode"] == "GENERAL" and "POST" in wrong["Allow"]
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    big = client.post(url, '{"context": {"targetingKey": "' + "u" * 200 + '"}}', content_type="application/json",
+                      **auth)
+    assert big.status_code == 413 and big.json()["errorCode"] == "GENERAL"

@@ -1,0 +1,82 @@
+"""Bad JSON bodies get a 400 (or 413) in the API's error shape, never a 500: deep nesting,
+numbers that overflow to infinity, lone surrogates and NULs, bodies over Django's limit."""
+import pytest
+
+from apps.core.parsers import json_loads_checked
+from apps.prompts.models import Feature, PromptVersion
+
+pytestmark = pytest.mark.django_db
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def _error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code, body
+    assert set(body["error"]) == {"code", "message", "details"}
+    return body["error"]
+
+
+@pytest.mark.parametrize("raw, problem", [
+    (DEEP, "nested too deeply"),
+    ('{"a": ' * 65 + "1" + "}" * 65, "nested more than 64"),
+    ('{"t": 1e400}', "out of range"),
+    ('{"t": -1e400}', "out of range"),
+    ('{"t": NaN}', "NaN"),
+    ('{"t": Infinity}', "Infinity"),
+    ('{"t": "x\\ud800"}', "surrogate"),
+    ('{"t": "\\udfff"}', "surrogate"),
+    ('{"\\ud800": 1}', "surrogate"),
+    ('["a\\u0000b"]', "NUL"),
+])
+def test_json_loads_checked__refuses_what_breaks_later(raw, problem):
+    with pytest.raises(ValueError, match=problem):
+        json_loads_checked(raw)
+
+
+def test_json_loads_checked__keeps_ordinary_documents():
+    assert json_loads_checked('{"emoji": "\\ud83d\\ude00", "n": 1.5, "deep": ' + "[" * 60 + "]" * 60 + "}") == {
+        "emoji": "\U0001F600", "n": 1.5, "deep": eval("[" * 60 + "]" * 60)}
+    assert json_loads_checked("[" * 500 + "]" * 500, max_depth=None)  # no depth limit asked
+
+
+@pytest.mark.parametrize("raw", [
+    DEEP,
+    '{"key": "ok-key", "name": "x", "description": ' + '{"a":' * 5000 + "1" + "}" * 5000 + "}",
+    '{"key": "ok-key", "name": "x\\ud800"}',
+])
+def test_feature_create__bad_json__400_invalid_json(api_for, raw):
+    response = api_for("admin").post("/api/v1/features", raw, content_type="application/json")
+    _error(response, 400, "invalid_json")
+    assert not Feature.objects.filter(key="ok-key").exists()
+
+
+@pytest.mark.parametrize("params", ['{"t": 1e400}', '{"t": "\\ud800"}', '{"t": "a\\u0000"}',
+                                    '{"a": ' * 5000 + "1" + "}" * 5000])
+def test_version_create__params_that_cannot_be_stored__400_not_500_or_409(api_for, feature, params):
+    raw = '{"version": "9.0.0", "template": "hi", "model": "m", "params": ' + params + "}"
+    response = api_for("engineer").post(f"/api/v1/features/{feature.key}/versions", raw,
+                                        content_type="application/json")
+    _error(response, 400, "invalid_json")
+    assert not PromptVersion.objects.filter(feature=feature, version="9.0.0").exists()
+
+
+def test_render__variable_with_a_lone_surrogate__400(api_for, feature):
+    response = api_for("engineer").post(f"/api/v1/features/{feature.key}/versions/1.0.0/render",
+                                        '{"variables": {"ticket": "\\ud800"}}', content_type="application/json")
+    _error(response, 400, "invalid_json")
+
+
+def test_body_over_the_upload_limit__413_in_the_error_shape(api_for, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    raw = '{"key": "big", "name": "' + "x" * 2000 + '"}'
+    error = _error(api_for("admin").post("/api/v1/features", raw, content_type="application/json"), 413,
+                   "body_too_large")
+    assert "1000 bytes" in error["message"]
+
+
+def test_upload_limit_admits_a_full_event_batch(settings):
+    from apps.metrics.api_events import MAX_BODY_BYTES
+
+    assert settings.DATA_UPLOAD_MAX_MEMORY_SIZE >= MAX_BODY_BYTES
