@@ -17,6 +17,7 @@ SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
 )
 ROLES = ("system", "user", "assistant", "developer", "tool")
+SEMVER_PART_MAX = 2_147_483_647  # PositiveIntegerField (PostgreSQL integer) holds each part
 
 
 def _validation(exc: DjangoValidationError) -> ValidationFailed:
@@ -64,7 +65,13 @@ def parse_semver(version: str) -> tuple[int, int, int, str]:
             code="invalid_version", details={"version": ["Not a semantic version"]},
         )
     major, minor, patch, pre = match.groups()
-    return int(major), int(minor), int(patch), pre or ""
+    numbers = int(major), int(minor), int(patch)
+    if max(numbers) > SEMVER_PART_MAX:
+        raise ValidationFailed(
+            f"'{version[:80]}' has a part larger than {SEMVER_PART_MAX}",
+            code="invalid_version", details={"version": [f"Each number must be at most {SEMVER_PART_MAX}"]},
+        )
+    return *numbers, pre or ""
 
 
 def _validate_messages(messages: Any) -> list[dict]:

@@ -19,6 +19,21 @@ def test_create__invalid_semver__refused(feature, personas, version):
                               actor=personas["engineer"])
 
 
+@pytest.mark.parametrize("version", ["2147483648.0.0", "1.99999999999999999999.0", "1.0.18446744073709551616"])
+def test_create__semver_part_too_large_for_the_column__refused_not_500(feature, api_for, version):
+    response = api_for("engineer").post(f"/api/v1/features/{feature.key}/versions",
+                                        {"version": version, "template": "x", "model": "m"}, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid_version"
+    assert not PromptVersion.objects.filter(feature=feature, version=version).exists()
+
+
+def test_create__largest_semver_part_is_kept(feature, personas):
+    pv = prompt_version_create(feature=feature, version="2147483647.0.0", model="m", template="x",
+                               actor=personas["engineer"])
+    assert pv.major == 2147483647
+
+
 def test_create__duplicate_semver__conflict_and_original_untouched(feature, personas):
     with pytest.raises(Conflict, match="immutable"):
         prompt_version_create(feature=feature, version="1.0.0", model="other", template="changed",
