@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import connection
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse, HttpResponseNotModified, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions
@@ -135,8 +135,20 @@ def snapshot_parsed(credential: PollCredential) -> tuple[str, dict]:
 
 
 def _etag_matches(request, etag: str) -> bool:
+    """If-None-Match uses the weak comparison (RFC 9110 13.1.2): `W/"x"` matches `"x"`, so a
+    proxy that weakens ETags (nginx does when it compresses) still gets its 304s."""
     header = request.META.get("HTTP_IF_NONE_MATCH", "")
-    return bool(header) and (header.strip() == "*" or etag in [t.strip() for t in header.split(",")])
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return etag.removeprefix("W/") in [t.strip().removeprefix("W/") for t in header.split(",")]
+
+
+def _not_modified(etag: str) -> HttpResponseNotModified:
+    response = HttpResponseNotModified()  # no body and no Content-Type
+    response["ETag"] = etag
+    return response
 
 
 class ConfigApi(APIView):
@@ -156,9 +168,7 @@ class ConfigApi(APIView):
     def get(self, request):
         credential: PollCredential = request.auth
         if credential.snapshot_etag is not None and _etag_matches(request, credential.snapshot_etag):
-            response = HttpResponse(status=304)
-            response["ETag"] = credential.snapshot_etag
-            return response
+            return _not_modified(credential.snapshot_etag)
         etag, body = snapshot_bytes(credential)
         response = HttpResponse(body, content_type="application/json")
         if credential.snapshot_etag is not None:
@@ -275,9 +285,7 @@ class OfrepBulkEvaluateApi(OfrepApiBase):
         canonical = json.dumps(context, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         etag = '"' + hashlib.sha256(f"{snapshot_etag}|{canonical}".encode()).hexdigest()[:40] + '"'
         if _etag_matches(request, etag):
-            response = HttpResponse(status=304)
-            response["ETag"] = etag
-            return response
+            return _not_modified(etag)
         flags = []
         for key, feature in config["features"].items():
             ev = evaluate_feature(feature, context, config.get("segments"))

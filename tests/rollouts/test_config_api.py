@@ -68,6 +68,15 @@ def test_config__poll_is_constant_queries_whatever_the_feature_count(
         assert _get(client, sdk_key, HTTP_IF_NONE_MATCH=ok["ETag"]).status_code == 304
 
 
+@pytest.mark.parametrize("header", ['W/{etag}', '"other", {etag}', 'W/"other" , W/{etag}', '*'])
+def test_config__if_none_match_weak_comparison_and_lists__304(client, release, sdk_key, header):
+    etag = _get(client, sdk_key)["ETag"]
+    response = _get(client, sdk_key, HTTP_IF_NONE_MATCH=header.format(etag=etag))
+    assert response.status_code == 304
+    assert response.content == b"" and "Content-Type" not in response.headers
+    assert response["ETag"] == etag
+
+
 def test_config__stale_if_none_match__serves_the_current_body(client, release, sdk_key, envs, personas):
     before = _get(client, sdk_key)
     rollouts.release_set_enabled(feature=release.feature, environment=envs["production"], enabled=False,
