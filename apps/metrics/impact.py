@@ -251,6 +251,9 @@ def metric_values_report(*, environment: Environment, feature: Feature, values: 
 
 # --- weeks and the weekly review ---------------------------------------------------------
 
+WEEK_YEARS = (1970, 9998)
+
+
 def week_parse(text: str | None, *, today: dt.date | None = None) -> dt.date:
     """The Monday of ISO week `YYYY-Www`; the current week when empty."""
     if not text:
@@ -258,8 +261,8 @@ def week_parse(text: str | None, *, today: dt.date | None = None) -> dt.date:
         return today - dt.timedelta(days=today.weekday())
     match = WEEK_RE.match(text.strip())
     try:
-        if not match:
-            raise ValueError
+        if not match or not WEEK_YEARS[0] <= int(match[1]) <= WEEK_YEARS[1]:
+            raise ValueError  # outside the years, the report's neighbouring weeks overflow datetime
         return dt.date.fromisocalendar(int(match[1]), int(match[2]), 1)
     except ValueError:
         raise ValidationFailed(f"week must look like 2026-W49 (got {text!r})", code="invalid_week") from None

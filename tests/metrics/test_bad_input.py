@@ -112,3 +112,17 @@ def test_metric_definition__target_beyond_decimal_context__validation_failed(fea
     with pytest.raises(ValidationFailed):
         metric_definition_create(feature=feature, key="resolution_rate", name="Resolution rate", kind="primary",
                                  direction="increase", target="1e999999999", source="reported", actor=personas["pm"])
+
+
+@pytest.mark.parametrize("week", ["9999-W52", "0001-W01", "1969-W01"])
+def test_impact_page__week_at_the_edge_of_the_calendar__invalid_week_not_500(client, feature, personas, week):
+    client.force_login(personas["pm"])
+    response = client.get(f"/features/{feature.key}/impact", {"week": week})
+    assert response.status_code == 302 and response["Location"] == f"/features/{feature.key}/impact"  # + message
+
+
+def test_week_parse__ordinary_weeks_still_parse():
+    from apps.metrics.impact import week_parse
+
+    assert week_parse("2026-W49") == dt.date(2026, 11, 30)
+    assert week_parse("9998-W52").year == 9998
