@@ -53,6 +53,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "apps.core.middleware.ShipwayErrorMiddleware",
+    "apps.core.middleware.RejectNulMiddleware",
 ]
 
 ROOT_URLCONF = "controlplane.urls"

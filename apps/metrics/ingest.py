@@ -97,6 +97,8 @@ def _str(event: dict, name: str, max_length: int, *, required: bool = False) -> 
         raise _Invalid(name, "invalid_type", f"{name} must be a string")
     if len(value) > max_length:
         raise _Invalid(name, "too_long", f"{name} is longer than {max_length} characters")
+    if "\x00" in value:  # OTLP protobuf strings may hold one; PostgreSQL text cannot
+        raise _Invalid(name, "invalid_characters", f"{name} holds a NUL character")
     return value
 
 
@@ -191,7 +193,8 @@ class _Context:
 
 
 def _context(*, environment_id: int, events: list) -> _Context:
-    keys = {e["feature"] for e in events if isinstance(e, dict) and isinstance(e.get("feature"), str)}
+    keys = {e["feature"] for e in events
+            if isinstance(e, dict) and isinstance(e.get("feature"), str) and "\x00" not in e["feature"]}
     features = dict(Feature.objects.filter(key__in=keys).values_list("key", "id")) if keys else {}
     versions: dict[int, set[str]] = {fid: set() for fid in features.values()}
     if features:
@@ -225,7 +228,7 @@ def _event(raw: Any, ctx: _Context, reasons: list[dict]) -> tuple | None:
     values: dict[str, Any] = {}
     for name, max_length, required, default in _STRINGS:
         value = get(name)
-        if type(value) is str and 0 < len(value) <= max_length:
+        if type(value) is str and 0 < len(value) <= max_length and "\x00" not in value:
             values[name] = value
             continue
         try:

@@ -126,3 +126,18 @@ def test_week_parse__ordinary_weeks_still_parse():
 
     assert week_parse("2026-W49") == dt.date(2026, 11, 30)
     assert week_parse("9998-W52").year == 9998
+
+
+@pytest.mark.parametrize("field", ["model", "feature", "user_key", "prompt_version", "error_type"])
+def test_ingest__nul_in_a_string__event_rejected_not_500(feature, envs, field):
+    # OTLP protobuf strings may hold a NUL (valid UTF-8) and reach ingest without the JSON parser.
+    from apps.metrics.ingest import call_events_ingest
+
+    good = {"event_id": "ok-1", "feature": "ticket-summarizer", "model": "m", "latency_ms": 1,
+            "occurred_at": NOW.isoformat()}
+    bad = good | {"event_id": "bad-1", field: "x\x00y"}
+    result = call_events_ingest(environment_id=envs["production"].id, events=[good, bad])
+    assert result.accepted == ["ok-1"]
+    assert result.rejected[0]["reasons"][0] == {"field": field, "code": "invalid_characters",
+                                                "message": f"{field} holds a NUL character"}
+    assert list(CallEvent.objects.values_list("event_id", flat=True)) == ["ok-1"]
