@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import JSONParser, get_encoding
 
 MAX_DEPTH = 64
 
@@ -84,8 +84,9 @@ class CheckedJSONParser(JSONParser):
 
     def parse(self, stream, media_type=None, parser_context=None):
         raw = stream.read() if stream is not None else b""
+        encoding = get_encoding(parser_context or {})  # refuses unknown and non-text charsets (ParseError)
         try:
-            return json_loads_checked(raw, max_depth=self.max_depth)
+            return json_loads_checked(raw.decode(encoding), max_depth=self.max_depth)
         except ValueError as exc:  # UnicodeDecodeError and the decoder's errors are ValueErrors too
             raise ParseError(f"JSON parse error - {exc}") from None
 

@@ -105,3 +105,13 @@ def test_nul_in_url_query_or_form__ui_400_page(client, feature, personas, method
 def test_ordinary_query_and_form_pass(client, feature, personas):
     client.force_login(personas["admin"])
     assert client.get("/audit/", {"actor": "admin"}).status_code == 200
+
+
+def test_charset_of_the_content_type_is_honoured_and_non_text_codecs_refused(api_for, feature):
+    client = api_for("engineer")
+    url = f"/api/v1/features/{feature.key}/versions/1.0.0/render"
+    latin = client.post(url, '{"variables": {"ticket": "caf\xe9"}}'.encode("latin-1"),
+                        content_type="application/json; charset=latin-1")
+    assert latin.status_code == 200 and latin.json()["template"].endswith("café")
+    bomb = client.post(url, b"BZh9", content_type="application/json; charset=bz2_codec")
+    _error(bomb, 400, "invalid_json")
