@@ -14,6 +14,7 @@ from apps.metrics.models import (
     BudgetUsage,
     CallEvent,
     CallRollup,
+    CallRollupHour,
     MetricDefinition,
     MetricValue,
     ModelPrice,
@@ -130,3 +131,13 @@ class AlertAdmin(ReadOnlyAdmin):
     list_filter = ["kind", "environment"]
     search_fields = ["title", "dedupe_key", "feature__key"]
     list_select_related = ["feature", "environment"]
+
+
+@admin.register(CallRollupHour)
+class CallRollupHourAdmin(ReadOnlyAdmin):
+    list_display = ["hour", "environment", "feature", "prompt_version", "arm", "model", "calls", "errors",
+                    "cost_usd"]
+    list_filter = ["environment", "arm"]
+    date_hierarchy = "hour"
+    list_select_related = ["environment", "feature"]
+    show_full_result_count = False

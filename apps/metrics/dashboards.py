@@ -1,11 +1,12 @@
 """Dashboard reads: time series and totals for one feature in one environment, split by
 prompt version and arm; the overview's per-feature figures; budget gauges; CSV rows.
 
-Everything comes from CallRollup, never from raw CallEvents, in a fixed number of queries
-whatever the range or the number of versions: one grouped `Sum` in the database (per time
-bucket x version x arm) and one read of the latency histograms of the same rows, merged in
-Python because percentiles do not add up. Buckets are UTC hours for ranges up to 48 hours
-and UTC days beyond."""
+Everything comes from the rollups through apps.metrics.selectors.rollup_series (never from
+raw CallEvents), in two queries whatever the range or the number of versions: one grouped
+`Sum` in the database (per time bucket x version x arm) and one read of the latency
+histograms of the same rows, merged in Python because percentiles do not add up. Buckets are
+UTC hours for ranges up to 48 hours and UTC days beyond; ranges longer than 48 hours are
+whole hours, so they read the per-hour rollups (60x fewer rows than per minute)."""
 from __future__ import annotations
 
 import re
@@ -14,14 +15,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from operator import add
 
-from django.db.models import Sum
-from django.db.models.functions import Trunc
 from django.utils import timezone
 
 from apps.core.errors import ValidationFailed
 from apps.core.models import Environment
 from apps.metrics import budgets, histogram
-from apps.metrics.models import BudgetUsage, CallRollup
+from apps.metrics.models import BudgetUsage
+from apps.metrics.selectors import rollup_series
 from apps.prompts.models import Feature
 
 PRESETS: dict[str, str] = {"24h": "Last 24 hours", "7d": "Last 7 days", "30d": "Last 30 days"}
@@ -32,7 +32,6 @@ ARM_ORDER = {"stable": 0, "canary": 1}
 
 COUNTERS = ("calls", "errors", "blocked", "budget_blocked", "cache_hits", "input_tokens", "cached_tokens",
             "output_tokens", "latency_sum_ms")
-SUMS = {name: Sum(name) for name in (*COUNTERS, "cost_usd")}
 
 CSV_COLUMNS = ("bucket_start_utc", "environment", "feature", "prompt_version", "arm", "calls", "errors",
                "error_rate", "blocked", "budget_blocked", "cache_hits", "cache_hit_rate", "input_tokens",
@@ -266,50 +265,25 @@ class FeatureDashboard:
         return self.total.cost_usd / self.time_range.days if self.time_range.days else Decimal(0)
 
 
-def _rollups(*, time_range: TimeRange, **filters):
-    return CallRollup.objects.filter(minute__gte=time_range.start, minute__lt=time_range.end, **filters)
-
-
-def _bucketed(qs, time_range: TimeRange):
-    return qs.annotate(bucket=Trunc("minute", time_range.bucket, tzinfo=UTC))
-
-
 def feature_dashboard(*, feature: Feature, environment: Environment, time_range: TimeRange) -> FeatureDashboard:
     """Per bucket x prompt version x arm figures for one feature in one environment. Two
     queries whatever the range or the number of versions."""
     starts = time_range.bucket_starts
     index = {t: i for i, t in enumerate(starts)}
-    rows = _rollups(time_range=time_range, feature=feature, environment=environment)
-    sums = (_bucketed(rows, time_range).values("bucket", "prompt_version", "arm").annotate(**SUMS)
-            .order_by())
     by_key: dict[tuple[str, str], list[Figures]] = {}
     per_bucket = [Figures() for _ in starts]
     total = Figures()
-
-    def buckets_of(key):
-        if key not in by_key:
-            by_key[key] = [Figures() for _ in starts]
-        return by_key[key]
-
-    for row in sums:
-        i = index.get(_floor(row["bucket"], time_range.bucket))
+    for row in rollup_series(feature=feature, environment=environment, since=time_range.start,
+                             until=time_range.end, bucket=time_range.bucket, group_by=("prompt_version", "arm")):
+        i = index.get(row["t"])
         if i is None:
             continue
-        buckets_of((row["prompt_version"], row["arm"]))[i].add_sums(row)
-        per_bucket[i].add_sums(row)
-        total.add_sums(row)
-    hists = _bucketed(rows, time_range).values_list("bucket", "prompt_version", "arm", "latency_histogram")
-    for bucket, version, arm, h in hists.iterator(chunk_size=2000):
-        i = index.get(_floor(bucket, time_range.bucket))
-        if i is not None and h:
-            buckets_of((version, arm))[i].add_histogram(h)
-    # Each row's histogram was added once; the all-versions and whole-range ones are merged
-    # from the (few) per-bucket ones.
-    for figures in by_key.values():
-        for i, f in enumerate(figures):
-            if f.calls or any(f.latency_histogram):
-                per_bucket[i].add_histogram(f.latency_histogram)
-                total.add_histogram(f.latency_histogram)
+        key = (row["prompt_version"], row["arm"])
+        if key not in by_key:
+            by_key[key] = [Figures() for _ in starts]
+        for figures in (by_key[key][i], per_bucket[i], total):
+            figures.add_sums(row)
+            figures.add_histogram(row["histogram"])
 
     series = []
     for key in sorted(by_key, key=_series_sort_key):
@@ -403,21 +377,16 @@ def overview_figures(*, features: list[Feature], environments: list[Environment]
     starts = time_range.bucket_starts
     index = {t: i for i, t in enumerate(starts)}
     cells = {(f.id, e.id): OverviewCell(e, Figures(), [0] * len(starts)) for f in features for e in environments}
-    rows = _rollups(time_range=time_range, feature__in=features, environment__in=environments)
-    sums = (_bucketed(rows, time_range).values("feature_id", "environment_id", "bucket").annotate(**SUMS)
-            .order_by())
-    for row in sums:
+    rows = rollup_series(feature=list(features), environment=list(environments), since=time_range.start,
+                         until=time_range.end, bucket=time_range.bucket, group_by=("feature_id", "environment_id"))
+    for row in rows:
         cell = cells.get((row["feature_id"], row["environment_id"]))
-        i = index.get(_floor(row["bucket"], time_range.bucket))
+        i = index.get(row["t"])
         if cell is None or i is None:
             continue
         cell.total.add_sums(row)
-        cell.calls_per_bucket[i] += row["calls"] or 0
-    hists = rows.values_list("feature_id", "environment_id", "latency_histogram")
-    for feature_id, environment_id, h in hists.iterator(chunk_size=2000):
-        cell = cells.get((feature_id, environment_id))
-        if cell is not None and h:
-            cell.total.add_histogram(h)
+        cell.total.add_histogram(row["histogram"])
+        cell.calls_per_bucket[i] += row["calls"]
     return cells
 
 

@@ -2,8 +2,10 @@
 features in both environments, so the dashboards are not empty after `make run`.
 
 It writes CallRollup rows directly (one per 10 minutes per environment x feature x version x
-arm), which is what the dashboards read, plus a few hundred raw CallEvents for the last hour
-as samples. The story it tells matches the seeded release history:
+arm) and adds them into their CallRollupHour rows through apps.metrics.rollups (the code
+rollup_pending uses, so each hour row is the sum of its minute rows): the dashboards read
+those, plus a few hundred raw CallEvents for the last hour as samples. The story it tells
+matches the seeded release history:
 
 - ticket-summarizer: v1.1.0 stable in production; v1.2.0 canary at 5 % then 25 %, then
   promoted two days ago (a little slower, more output tokens); a provider error spike
@@ -29,8 +31,9 @@ from django.utils import timezone
 from apps.core.models import Environment
 from apps.metrics import histogram, impact
 from apps.metrics.budgets import FEATURE_MONTH, USER_DAY, budget_set, period_bounds, zone_get
-from apps.metrics.models import Budget, BudgetUsage, CallEvent, CallRollup, Outcome
+from apps.metrics.models import Budget, BudgetUsage, CallEvent, CallRollup, CallRollupHour, Outcome
 from apps.metrics.pricing import PriceBook
+from apps.metrics.rollups import rollup_hours_add
 from apps.prompts.models import Feature, PromptVersion
 
 SLOT = timedelta(minutes=10)
@@ -238,7 +241,11 @@ def demo_telemetry_seed(*, days: int = 7, now: datetime | None = None) -> dict[s
                                   end=end, count=round(RAW_EVENTS * per_hour / all_per_hour)))
 
     with transaction.atomic():
+        # Hour rows of these features without their minute rows (someone deleted the minute
+        # rows by hand) would otherwise count the demo twice.
+        CallRollupHour.objects.filter(feature__in=features.values()).delete()
         CallRollup.objects.bulk_create(rollups, batch_size=500)
+        rollup_hours_add(minute_rows=rollups)
         CallEvent.objects.bulk_create(events, batch_size=500)
     _budgets(features, rollups=rollups, events=events, now=now)
     return {"rollups": len(rollups), "events": len(events)}

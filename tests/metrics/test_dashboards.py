@@ -18,6 +18,7 @@ from apps.metrics import dashboards, histogram
 from apps.metrics.budgets import budget_set
 from apps.metrics.demo import demo_telemetry_seed
 from apps.metrics.models import BudgetUsage, CallEvent, CallRollup
+from apps.metrics.rollups import rollup_hours_add
 from apps.prompts.models import Feature
 from apps.prompts.services import prompt_version_create
 
@@ -34,10 +35,12 @@ def hist(*pairs: tuple[int, int]) -> list[int]:
 def rollup(feature, environment, minute, *, version="1.0.0", arm="stable", calls=10, errors=0, latencies=None,
            cost="0.01", cache_hits=0, input_tokens=100, output_tokens=50, model="gpt-4o-mini"):
     latencies = latencies or [(200, calls)]
-    return CallRollup.objects.create(
+    row = CallRollup.objects.create(
         minute=minute, environment=environment, feature=feature, prompt_version=version, arm=arm, model=model,
         calls=calls, errors=errors, cache_hits=cache_hits, input_tokens=input_tokens, output_tokens=output_tokens,
         cost_usd=Decimal(cost), latency_sum_ms=sum(lat * n for lat, n in latencies), latency_histogram=hist(*latencies))
+    rollup_hours_add(minute_rows=[row])  # and into its hour row, as rollup_pending does: long ranges read those
+    return row
 
 
 # --- time ranges -------------------------------------------------------------------------------
