@@ -30,6 +30,21 @@ def test_seed_demo__three_features_with_believable_history(seeded):
     assert _rev("support-router", "staging").stable_version.version == "2.1.0"
 
 
+def test_seed_demo__history_is_spread_over_the_weeks_the_telemetry_covers(seeded):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.core.models import AuditEvent
+
+    revisions = list(_rev("refund-drafter").release.revisions.order_by("number"))
+    times = [r.created_at for r in revisions]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert timezone.now() - times[-1] > timedelta(hours=30)  # the 5 % step: a day and a half ago
+    canary_audit = AuditEvent.objects.filter(object_key="refund-drafter", action="canary.started").get()
+    assert canary_audit.created_at == revisions[1].created_at
+
+
 def test_seed_demo__twice_is_harmless(seeded):
     out = StringIO()
     call_command("seed_demo", stdout=out)

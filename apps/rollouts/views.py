@@ -53,8 +53,7 @@ def overview(request):
     # "What changed?" for the on-call: changes to what is served (releases, budgets), not
     # set-up noise such as price seeding or metric definitions (those are in the audit log).
     recent = AuditEvent.objects.select_related("environment").filter(
-        Q(action__startswith="release.") | Q(action__startswith="budget.") | Q(action__startswith="feature.")
-    )[:12]
+        object_type__in=("release", "budget", "feature"))[:12]
     return render(request, "rollouts/overview.html", {
         "environments": environments, "rows": rows, "page": page, "recent": recent,
         "stages": Stage.choices, "stage": stage, "q": q,

@@ -1,17 +1,21 @@
 """`manage.py seed_demo`: two environments, one user per role, three realistic features
 with believable release histories. Everything goes through the services, so the audit log
 and config snapshots are exactly what real use would produce."""
+from datetime import timedelta
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
-from apps.core.models import Environment
+from apps.core.models import AuditEvent, Environment
 from apps.core.roles import ROLES
 from apps.core.services import environment_create, roles_ensure
 from apps.metrics.demo import demo_impact_seed, demo_telemetry_seed
-from apps.prompts.models import Feature
+from apps.prompts.models import Feature, PromptVersion
 from apps.prompts.services import feature_create, prompt_version_create
 from apps.rollouts import services as rollouts
+from apps.rollouts.models import ReleaseRevision
 from apps.rollouts.services import segment_upsert
 
 DEMO_PASSWORD = "shipway-demo"
@@ -43,6 +47,18 @@ ROUTER = {
               "Classify into billing, tech or account. Answer with one word.\n\n{{ message }}"),
     "2.1.0": ("gpt-4o-mini", {"temperature": 0}, "Adds the 'shipping' queue.",
               "Classify into billing, tech, account or shipping. Answer with one word.\n\n{{ message }}"),
+}
+
+
+# When each seeded release revision happened, in hours before the seed, so the history on the
+# pages matches the week of demo telemetry (apps/metrics/demo.py tells the same story).
+HISTORY_HOURS_AGO: dict[tuple[str, str], list[float]] = {
+    ("ticket-summarizer", "staging"): [200],
+    ("ticket-summarizer", "production"): [330, 190, 132, 96, 44, 43],
+    ("refund-drafter", "staging"): [120],
+    ("refund-drafter", "production"): [330, 70, 36],
+    ("support-router", "staging"): [150],
+    ("support-router", "production"): [330, 96],
 }
 
 
@@ -103,6 +119,7 @@ class Command(BaseCommand):
         rollouts.release_set_stable(feature=router, environment=production, version="2.1.0", actor=eng,
                                     reason="Shipping queue opened")
 
+        self._backdate(HISTORY_HOURS_AGO)
         self.stdout.write(self.style.SUCCESS("Demo data seeded."))
         self._telemetry()
         self.stdout.write(f"Logins, password '{DEMO_PASSWORD}' for each: " + ", ".join(ROLES)
@@ -119,6 +136,23 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(
                 f"Demo SLOs for {targets['slos']} features; {targets['definitions']} impact metrics with "
                 f"{targets['values']} reported values over the last 2 weeks."))
+
+    def _backdate(self, schedule: dict[tuple[str, str], list[float]]) -> None:
+        """Seed data only: move the demo's release revisions, their audit events and the
+        prompt versions back in time to when the story says they happened. Real history is
+        never edited; this runs once, right after the demo was written through the services."""
+        now = timezone.now()
+        PromptVersion.objects.filter(feature__key__in={k for k, _ in schedule}).update(
+            created_at=now - timedelta(hours=340))
+        for (feature_key, env_key), hours in schedule.items():
+            revisions = ReleaseRevision.objects.filter(
+                release__feature__key=feature_key, release__environment__key=env_key).order_by("number")
+            audits = AuditEvent.objects.filter(object_key=feature_key, environment__key=env_key,
+                                               object_type="release").order_by("id")
+            for revision, audit, hours_ago in zip(revisions, audits, hours, strict=False):
+                at = now - timedelta(hours=hours_ago)
+                ReleaseRevision.objects.filter(pk=revision.pk).update(created_at=at)
+                AuditEvent.objects.filter(pk=audit.pk).update(created_at=at)
 
     def _users(self) -> dict:
         User = get_user_model()
