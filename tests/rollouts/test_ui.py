@@ -168,10 +168,12 @@ def test_feature_page__canary_card_shows_its_health_verdict(client, canary, pers
 
 
 def test_overview__latest_changes_are_what_is_served_not_set_up_noise(client, canary, personas):
+    from datetime import date
+
     from apps.metrics.pricing import model_price_set
 
     model_price_set(actor=personas["admin"], model="gpt-test", input_per_million="1", cached_input_per_million="0.5",
-                    output_per_million="2", effective_from="2026-01-01")
+                    output_per_million="2", effective_from=date(2026, 1, 1))
     client.force_login(personas["oncall"])
     page = client.get("/").content.decode()
     latest = page.split("Latest changes")[1]
