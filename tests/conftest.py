@@ -3,10 +3,12 @@ releases, SDK keys, API clients; and an autouse guard that fails any outbound ne
 import json
 import os
 import socket
+import threading
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from rest_framework.test import APIClient
 
 from apps.core.services import api_token_create, environment_create, roles_ensure, sdk_key_create
@@ -15,6 +17,30 @@ from apps.rollouts import services as rollouts
 
 REQUIRE_SERVICES = os.environ.get("SHIPWAY_REQUIRE_SERVICES") == "1"
 ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
+def race(*calls, timeout: float = 60) -> list:
+    """Run `calls` in threads released together by a barrier (each on its own database
+    connection); return their results, or the exception each raised, in order. For the
+    Postgres concurrency tests: the point is that the calls really overlap."""
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def run(i, call):
+        try:
+            barrier.wait()
+            results[i] = call()
+        except Exception as exc:  # noqa: BLE001 - the outcome is what the test asserts
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    return results
 
 
 def skip_or_fail(reason: str) -> None:

@@ -1,13 +1,11 @@
 """Concurrent budget checks on real Postgres: the row locks keep callers from overspending."""
-import threading
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from apps.metrics import budgets
 from apps.metrics.models import BudgetReservation, BudgetUsage, CallEvent
-from tests.conftest import ON_POSTGRES, skip_or_fail
+from tests.conftest import ON_POSTGRES, race, skip_or_fail
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,26 +16,6 @@ def _postgres_only():
         skip_or_fail("needs real row locks and concurrent connections: set DATABASE_URL=postgres://...")
 
 
-def _race(calls):
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-
-    def run(i, call):
-        try:
-            barrier.wait()
-            results[i] = call()
-        except Exception as exc:  # noqa: BLE001 - the outcome is what we assert
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    return results
-
 
 def test_budget_check__eight_concurrent_reservations__at_most_two_admitted(feature, personas):
     """Worked case: $0.01 daily cap, 8 concurrent $0.005 reservations -> at most 2 admitted."""
@@ -46,7 +24,7 @@ def test_budget_check__eight_concurrent_reservations__at_most_two_admitted(featu
     def check():
         return budgets.budget_check(feature=feature, user_key="u1", estimated_cost_usd=Decimal("0.005"))
 
-    results = _race([check] * 8)
+    results = race(*[check] * 8)
     assert not [r for r in results if isinstance(r, Exception)], results
     admitted = [r for r in results if r.allowed]
     assert len(admitted) == 2
@@ -72,7 +50,7 @@ def test_budget_check_and_settle__concurrently__counters_stay_exact(feature, env
     def check(i):
         return lambda: budgets.budget_check(feature=feature, user_key=f"v{i}", estimated_cost_usd=Decimal("1"))
 
-    results = _race([settle(e) for e in events] + [check(i) for i in range(6)])
+    results = race(*[settle(e) for e in events], *[check(i) for i in range(6)])
     assert not [r for r in results if isinstance(r, Exception)], results
     month = BudgetUsage.objects.get(scope="feature_month")
     assert month.spent == Decimal("1.50")

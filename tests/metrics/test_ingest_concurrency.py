@@ -1,17 +1,15 @@
 """Ingest and rollups with real concurrency on Postgres: the same events sent by two clients
 at once are stored and accepted once; two rollup workers never count an event twice."""
 import datetime as dt
-import threading
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from apps.metrics.ingest import call_events_ingest
 from apps.metrics.models import CallEvent, CallRollup
 from apps.metrics.rollups import rollup_all_pending
 from apps.metrics.tasks import metrics_rollup
-from tests.conftest import ON_POSTGRES, skip_or_fail
+from tests.conftest import ON_POSTGRES, race, skip_or_fail
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,26 +20,6 @@ def _postgres_only(monkeypatch):
         skip_or_fail("needs concurrent connections and row locks: set DATABASE_URL=postgres://...")
     monkeypatch.setattr(metrics_rollup, "delay_on_commit", lambda *a, **k: None)
 
-
-def _race(*calls):
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-
-    def run(i, call):
-        try:
-            barrier.wait()
-            results[i] = call()
-        except Exception as exc:  # noqa: BLE001 - the outcome is what we assert
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    return results
 
 
 def _events(ids, minute_of=lambda i: i % 5):
@@ -57,7 +35,7 @@ def test_ingest__same_events_from_two_clients_at_once__accepted_once(feature, en
     second.reverse()
     for _ in range(3):
         CallEvent.objects.all().delete()
-        a, b = _race(lambda: call_events_ingest(environment_id=env_id, events=first),
+        a, b = race(lambda: call_events_ingest(environment_id=env_id, events=first),
                      lambda: call_events_ingest(environment_id=env_id, events=second))
         assert not isinstance(a, Exception), a
         assert not isinstance(b, Exception), b
@@ -71,7 +49,7 @@ def test_rollup__two_workers_at_once__every_event_counted_once(feature, envs):
     env_id = envs["production"].pk
     for start in range(0, 3000, 1000):
         call_events_ingest(environment_id=env_id, events=_events(range(start, start + 1000)))
-    a, b = _race(lambda: rollup_all_pending(limit=250), lambda: rollup_all_pending(limit=250))
+    a, b = race(lambda: rollup_all_pending(limit=250), lambda: rollup_all_pending(limit=250))
     assert not isinstance(a, Exception), a
     assert not isinstance(b, Exception), b
     assert a + b == 3000

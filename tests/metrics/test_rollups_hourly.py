@@ -6,7 +6,6 @@ rollup workers at once on Postgres."""
 import datetime as dt
 import io
 import random
-import threading
 from collections import defaultdict
 
 import pytest
@@ -23,7 +22,7 @@ from apps.metrics.models import CallEvent, CallRollup, CallRollupHour
 from apps.metrics.rollups import rollup_all_pending, rollup_hours_add, rollup_pending
 from apps.metrics.selectors import rollup_series, rollup_source, rollup_totals
 from apps.metrics.tasks import metrics_rollup
-from tests.conftest import ON_POSTGRES, skip_or_fail
+from tests.conftest import ON_POSTGRES, race, skip_or_fail
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 DAY0 = dt.datetime(2026, 3, 7, tzinfo=dt.UTC)
@@ -228,26 +227,6 @@ def test_migration__backfills_hour_rows_from_existing_minute_rows(feature, envs)
 
 # --- two workers at once (Postgres) -------------------------------------------------------------
 
-def _race(*calls):
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-
-    def run(i, call):
-        try:
-            barrier.wait()
-            results[i] = call()
-        except Exception as exc:  # noqa: BLE001 - the outcome is what we assert
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    return results
-
 
 @pytest.mark.django_db(transaction=True)
 def test_hour_rows__two_workers_at_once__every_event_counted_once(feature, envs):
@@ -255,7 +234,7 @@ def test_hour_rows__two_workers_at_once__every_event_counted_once(feature, envs)
         skip_or_fail("needs concurrent connections and row locks: set DATABASE_URL=postgres://...")
     with time_machine.travel(NOW, tick=True):
         _spread_events(envs["production"], 4000)
-    a, b = _race(lambda: rollup_all_pending(limit=300), lambda: rollup_all_pending(limit=300))
+    a, b = race(lambda: rollup_all_pending(limit=300), lambda: rollup_all_pending(limit=300))
     assert not isinstance(a, Exception), a
     assert not isinstance(b, Exception), b
     assert a + b == 4000

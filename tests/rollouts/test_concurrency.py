@@ -1,13 +1,11 @@
 """Two people acting at once on real Postgres: no lost update, the second gets a clear 409."""
-import threading
 
 import pytest
-from django.db import connection
 
 from apps.core.errors import Conflict
 from apps.rollouts import services as rollouts
 from apps.rollouts.models import ConfigSnapshot, ReleaseRevision
-from tests.conftest import ON_POSTGRES, skip_or_fail
+from tests.conftest import ON_POSTGRES, race, skip_or_fail
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -17,27 +15,6 @@ def _postgres_only():
     if not ON_POSTGRES:
         skip_or_fail("needs real row locks and concurrent connections: set DATABASE_URL=postgres://...")
 
-
-def _race(*calls):
-    """Run calls in threads released together; return their results or exceptions."""
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-
-    def run(i, call):
-        try:
-            barrier.wait()
-            results[i] = call()
-        except Exception as exc:  # noqa: BLE001 - the outcome is what we assert
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    return results
 
 
 def test_release_rollback__two_at_once__one_wins(release, envs, personas):
@@ -49,7 +26,7 @@ def test_release_rollback__two_at_once__one_wins(release, envs, personas):
         return lambda: rollouts.release_rollback(feature=release.feature, environment=prod,
                                                  actor=personas[who], expected_revision=2)
 
-    results = _race(rollback("oncall"), rollback("admin"))
+    results = race(rollback("oncall"), rollback("admin"))
     wins = [r for r in results if not isinstance(r, Exception)]
     losses = [r for r in results if isinstance(r, Exception)]
     assert len(wins) == 1, results
@@ -65,7 +42,7 @@ def test_release_rollback__many_at_once_without_expected_revision__never_walks_t
     eng = personas["engineer"]
     rollouts.release_set_stable(feature=release.feature, environment=prod, version="1.1.0", actor=eng)
     rollouts.release_set_stable(feature=release.feature, environment=prod, version="1.2.0", actor=eng)
-    results = _race(*[lambda: rollouts.release_rollback(feature=release.feature, environment=prod,
+    results = race(*[lambda: rollouts.release_rollback(feature=release.feature, environment=prod,
                                                         actor=personas["oncall"]) for _ in range(3)])
     ok = [r for r in results if not isinstance(r, Exception)]
     assert sorted(r.marked.version for r in ok) == ["1.1.0", "1.2.0"]
@@ -82,7 +59,7 @@ def test_changes_to_two_releases_at_once__environment_revision_counts_both(relea
     prompt_version_create(feature=other, version="1.0.0", model="m", template="x")
     rollouts.release_create(feature=other, environment=prod, stable_version="1.0.0")
     before = ConfigSnapshot.objects.get(environment=prod).revision
-    results = _race(
+    results = race(
         lambda: rollouts.release_set_enabled(feature=feature, environment=prod, enabled=False,
                                              actor=personas["oncall"]),
         lambda: rollouts.release_set_enabled(feature=other, environment=prod, enabled=False,
