@@ -1,9 +1,9 @@
 """Plain Django forms for the UI's core actions (they work without JavaScript)."""
-import json
 
 from django import forms
 
 from apps.core.models import Environment
+from apps.core.parsers import json_loads_checked
 from apps.prompts.models import Stage
 
 
@@ -72,7 +72,7 @@ class PromptVersionForm(forms.Form):
     def clean_params(self):
         raw = self.cleaned_data["params"].strip() or "{}"
         try:
-            value = json.loads(raw)
+            value = json_loads_checked(raw)  # also 1e400, NaN, lone surrogates, NULs, deep nesting
         except ValueError as exc:
             raise forms.ValidationError(f"Not valid JSON: {exc}") from None
         if not isinstance(value, dict):
@@ -88,7 +88,7 @@ class PromptVersionForm(forms.Form):
         if self.cleaned_data["kind"] == "text":
             return {"template": body, "messages": None}
         try:
-            messages = json.loads(body)
+            messages = json_loads_checked(body)
         except ValueError as exc:
             self.add_error("body", f"Chat messages must be a JSON list: {exc}")
             return {}

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.core.errors import ShipwayError
 from apps.core.models import AuditEvent, Environment
+from apps.core.parsers import json_loads_checked
 from apps.core.roles import can
 from apps.core.selectors import environment_get
 from apps.metrics.health import canary_health_verdict
@@ -152,7 +153,7 @@ def version_validate(request, key: str):
     try:
         if kind == "chat":
             try:
-                parsed = json.loads(body or "null")
+                parsed = json_loads_checked(body or "null")
             except ValueError as exc:
                 raise ShipwayError(f"Chat messages must be a JSON list: {exc}") from None
             variables = prompt_services.template_check(messages=parsed)

@@ -179,3 +179,28 @@ def test_overview__latest_changes_are_what_is_served_not_set_up_noise(client, ca
     latest = page.split("Latest changes")[1]
     assert "canary.started" in latest and "release.created" in latest
     assert "model_price" not in latest
+
+
+_DEEP = '{"a":' * 100_000 + "1" + "}" * 100_000
+
+
+@pytest.mark.parametrize("kind, body, params", [
+    ("text", "hi", '{"t": 1e400}'),  # SQLite: a CHECK failure reported as "already has a version"
+    ("text", "hi", '{"t": NaN}'),
+    ("text", "hi", '{"t": "\\ud800"}'),
+    ("text", "hi", _DEEP),
+    ("chat", '[{"role": "user", "content": "x\\ud800"}]', "{}"),
+    ("chat", '[{"role": "user", "content": "x\\u0000"}]', "{}"),
+    ("chat", "[" * 100_000 + "]" * 100_000, "{}"),
+])
+def test_version_form__json_that_cannot_be_stored__form_error_not_500(client, feature, personas, kind, body, params):
+    from apps.prompts.models import PromptVersion
+
+    client.force_login(personas["engineer"])
+    response = client.post(f"/features/{feature.key}/versions/new", {
+        "version": "7.0.0", "kind": kind, "body": body, "model": "m", "params": params})
+    assert response.status_code == 200  # the form again, with the error
+    assert b"already has a version" not in response.content
+    assert not PromptVersion.objects.filter(feature=feature, version="7.0.0").exists()
+    check = client.post(f"/features/{feature.key}/versions/validate", {"kind": "chat", "body": body})
+    assert check.status_code == 200
