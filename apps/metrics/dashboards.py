@@ -90,19 +90,29 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?$")
 
 
+MIN_YEAR, MAX_YEAR = 1970, 9998
+
+
 def _parse_moment(text: str, *, name: str, is_end: bool) -> datetime:
     """A date (a whole UTC day: `to` includes it) or a UTC date-time as a datetime-local
     input sends it."""
     text = text.strip()
+    moment = None
     try:
         if _DATE.match(text):
             day = date.fromisoformat(text)
             moment = datetime.combine(day, time(0), tzinfo=UTC)
-            return moment + timedelta(days=1) if is_end else moment
-        if _DATETIME.match(text):
-            return datetime.fromisoformat(text.replace(" ", "T")).replace(tzinfo=UTC)
-    except ValueError:
-        pass
+            moment = moment + timedelta(days=1) if is_end else moment
+        elif _DATETIME.match(text):
+            moment = datetime.fromisoformat(text.replace(" ", "T")).replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        moment = None
+    # Years near datetime's limits overflow when a bucket is rounded up: telemetry is never there.
+    if moment is not None and MIN_YEAR <= moment.year <= MAX_YEAR:
+        return moment
+    if moment is not None:
+        raise ValidationFailed(f"'{name}' must be between {MIN_YEAR} and {MAX_YEAR}, not '{text[:40]}'",
+                               code="invalid_range", details={"field": name})
     raise ValidationFailed(f"'{name}' must be a date like 2026-01-31 or a UTC time like 2026-01-31T14:00, "
                            f"not '{text[:40]}'", code="invalid_range", details={"field": name})
 

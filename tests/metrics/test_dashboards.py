@@ -74,6 +74,9 @@ def test_time_range__custom__dates_include_the_last_day_and_short_spans_are_hour
     ({"range_key": "custom", "from_text": "yesterday", "to_text": "2026-03-01"}, "'from' must be a date"),
     ({"range_key": "custom", "from_text": "2026-02-30", "to_text": "2026-03-01"}, "'from' must be a date"),
     ({"range_key": "custom", "from_text": "2020-01-01", "to_text": "2026-03-01"}, "at most 400 days"),
+    ({"range_key": "custom", "from_text": "9999-12-30", "to_text": "9999-12-31"}, "between 1970 and 9998"),
+    ({"range_key": "custom", "from_text": "0001-01-01", "to_text": "0001-01-02"}, "between 1970 and 9998"),
+    ({"range_key": "custom", "from_text": "0001-01-01T00:00", "to_text": "9999-12-31T23:59"}, "between"),
 ])
 def test_time_range__bad_input__is_a_clear_validation_error(params, message):
     with pytest.raises(ValidationFailed, match=message):
@@ -212,6 +215,9 @@ def test_feature_dashboard_page__bad_range__400_with_the_reason_and_the_default_
     assert response.status_code == 400
     assert "Unknown range" in response.content.decode() and "Unknown environment" in response.content.decode()
     assert client.get("/features/no-such-feature/dashboard").status_code == 404
+    for url in ("/features/ticket-summarizer/dashboard", "/features/ticket-summarizer/dashboard.csv", "/dashboards/"):
+        # Dates at datetime's limits overflowed when the end was rounded up (was a 500).
+        assert client.get(url + "?range=custom&from=0001-01-01&to=9999-12-31").status_code == 400
 
 
 @pytest.mark.django_db
