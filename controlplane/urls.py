@@ -23,8 +23,6 @@ from apps.rollouts import config_api
 
 release = "features/<str:key>/environments/<str:env>"
 api_v1 = [
-    path("config", config_api.ConfigApi.as_view(), name="api-config"),
-    path("events", api_events.EventBatchApi.as_view(), name="api-events"),
     path("features", prompts_api.FeatureListApi.as_view(), name="api-features"),
     path("features/<str:key>", prompts_api.FeatureDetailApi.as_view(), name="api-feature"),
     path("features/<str:key>/versions", prompts_api.PromptVersionListApi.as_view(), name="api-versions"),
@@ -47,6 +45,13 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    # The polled and ingest endpoints first: URL resolution walks this list in order, and
+    # these take almost all of the traffic (a poll every few seconds from every service).
+    path("api/v1/config", config_api.ConfigApi.as_view(), name="api-config"),
+    path("ofrep/v1/evaluate/flags", config_api.OfrepBulkEvaluateApi.as_view(), name="ofrep-bulk"),
+    path("ofrep/v1/evaluate/flags/<str:key>", config_api.OfrepEvaluateApi.as_view(), name="ofrep-flag"),
+    path("api/v1/events", api_events.EventBatchApi.as_view(), name="api-events"),
+    path("v1/traces", otlp.TraceExportApi.as_view(), name="otlp-traces"),
     path("", include("apps.rollouts.urls")),
     path("dashboards/", views_dashboards.dashboards_overview, name="dashboards"),
     path("alerts/", views_alerts.alerts_list, name="alerts"),
@@ -65,9 +70,6 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", include(api_v1)),
-    path("v1/traces", otlp.TraceExportApi.as_view(), name="otlp-traces"),
-    path("ofrep/v1/evaluate/flags", config_api.OfrepBulkEvaluateApi.as_view(), name="ofrep-bulk"),
-    path("ofrep/v1/evaluate/flags/<str:key>", config_api.OfrepEvaluateApi.as_view(), name="ofrep-flag"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
