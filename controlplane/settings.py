@@ -130,6 +130,8 @@ SHIPWAY_SLO_MIN_CALLS = env.int("SHIPWAY_SLO_MIN_CALLS", default=20)
 # Alerts: the default webhook (Slack-compatible JSON) and the base URL their links point to
 SHIPWAY_ALERT_WEBHOOK_URL = env.str("SHIPWAY_ALERT_WEBHOOK_URL", default="")
 SHIPWAY_BASE_URL = env.str("SHIPWAY_BASE_URL", default="")
+# Alert webhooks to loopback / private / link-local addresses are refused unless this is set.
+SHIPWAY_WEBHOOK_ALLOW_PRIVATE = env.bool("SHIPWAY_WEBHOOK_ALLOW_PRIVATE", default=False)
 
 from controlplane.api_settings import *  # noqa: E402,F403
 from controlplane.celery_settings import *  # noqa: E402,F403

@@ -7,7 +7,9 @@ does nothing. Resolving an alert frees its key (the stored key gets a `~r<id>` s
 next breach of the same SLO opens a new alert; budget keys carry their period and threshold,
 so they fire once per period whatever happens."""
 import hashlib
+import ipaddress
 import logging
+import socket
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -132,6 +134,28 @@ def alert_payload(alert: Alert, event: str) -> dict[str, Any]:
     }
 
 
+def webhook_target_refusal(url: str) -> str | None:
+    """Why `url` may not be called, or None. Webhook URLs are typed by people with budget
+    rights, so without SHIPWAY_WEBHOOK_ALLOW_PRIVATE a URL whose host is (or resolves to) a
+    loopback, private, link-local or otherwise non-public address is refused: the server
+    must not become a way to reach internal services. (A name that resolves differently
+    between this check and the request is not covered.)"""
+    if getattr(settings, "SHIPWAY_WEBHOOK_ALLOW_PRIVATE", False):
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an http(s) URL"
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443,
+                                                                type=socket.SOCK_STREAM)}
+    except (OSError, UnicodeError):
+        return None  # unresolvable now: let the request fail and be retried
+    for address in addresses:
+        if not ipaddress.ip_address(address.split("%", 1)[0]).is_global:
+            return f"{parts.hostname} is a non-public address ({address}); set SHIPWAY_WEBHOOK_ALLOW_PRIVATE to allow"
+    return None
+
+
 def alert_notification_send(*, alert_id: int, event: str) -> bool:
     """POST one notification. Raises (requests exceptions or WebhookFailed) so the task can
     retry; True when delivered or when there is nowhere to deliver it."""
@@ -143,6 +167,10 @@ def alert_notification_send(*, alert_id: int, event: str) -> bool:
     if url:
         # The URL itself is a secret (Slack embeds the token in it): log the host only.
         host = urlsplit(url).hostname or "?"
+        refusal = webhook_target_refusal(url)
+        if refusal:
+            logger.warning("alert.notify_refused", extra={"alert_id": alert.id, "host": host, "reason": refusal})
+            return False  # not retried: the URL will not become acceptable by waiting
         response = requests.post(url, json=alert_payload(alert, event), timeout=WEBHOOK_TIMEOUT_SECONDS)
         if not 200 <= response.status_code < 300:
             logger.warning("alert.notify_failed", extra={"alert_id": alert.id, "host": host,

@@ -15,11 +15,13 @@ ceiling (USD or tokens), with their periods, reservations, settlement and alerts
   (`Budget.exhausted_until`); when either changes, `budget_served_changed` is sent inside the
   transaction and `apps.rollouts` rebuilds the snapshots (metrics must not import rollouts).
 """
+import ipaddress
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -32,7 +34,7 @@ from django.utils import timezone
 from apps.core import roles
 from apps.core.errors import ValidationFailed
 from apps.core.services import audit_event_record
-from apps.metrics.alerts import alert_open, alert_resolve, alerts_open, dedupe_key_fit
+from apps.metrics.alerts import alert_open, alert_resolve, alerts_open, dedupe_key_fit, webhook_target_refusal
 from apps.metrics.models import Alert, Budget, BudgetReservation, BudgetUsage, CallEvent
 from apps.prompts.models import Feature
 
@@ -52,6 +54,14 @@ budget_served_changed = Signal()
 
 
 # --- periods -------------------------------------------------------------------------------
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
 
 def zone_get(name: str) -> ZoneInfo:
     try:
@@ -202,6 +212,13 @@ def budget_set(
             URLValidator(schemes=["http", "https"])(webhook_url)
         except DjangoValidationError:
             errors["webhook_url"] = ["Enter a valid http(s) URL."]
+        else:
+            # Names are resolved when a notification is sent; an address or localhost is known now.
+            host = urlsplit(webhook_url).hostname or ""
+            if _is_address(host) or host == "localhost":
+                refusal = webhook_target_refusal(webhook_url)
+                if refusal:
+                    errors["webhook_url"] = [refusal]
     if errors:
         raise ValidationFailed("The budget is invalid; see details.", code="invalid_budget", details=errors)
 

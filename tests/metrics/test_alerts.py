@@ -48,6 +48,12 @@ class WebhookReceiver:
         self.server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def _local_receivers_allowed(settings):
+    """The receivers here listen on 127.0.0.1, which production refuses by default."""
+    settings.SHIPWAY_WEBHOOK_ALLOW_PRIVATE = True
+
+
 def _open(feature, key="slo:ticket-summarizer:production:error_rate", **kw):
     return alert_open(kind=kw.pop("kind", Alert.Kind.SLO), feature=feature, environment=kw.pop("environment", None),
                       dedupe_key=key, title=kw.pop("title", "error rate 7.5 % > SLO 2 %"),
@@ -161,3 +167,29 @@ def test_alert_banner__one_query_and_capped_list(feature, personas, rf, django_a
     assert "8 open alerts" in html and "and 3 more" in html
     assert html.count("<li>") == 5  # five titles, then "and 3 more"
     assert 'href="/features/ticket-summarizer/"' in html
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://[::1]/hook", "https://10.1.2.3/hook",
+                                 "http://169.254.169.254/latest/meta-data", "http://localhost:8000/x"])
+def test_webhook__private_targets_refused_unless_allowed(feature, settings, url):
+    from apps.metrics.alerts import alert_notification_send, webhook_target_refusal
+
+    settings.SHIPWAY_WEBHOOK_ALLOW_PRIVATE = False
+    assert "non-public address" in webhook_target_refusal(url)
+    Budget.objects.create(feature=feature, webhook_url=url)
+    alert = _open(feature)
+    assert alert_notification_send(alert_id=alert.pk, event="opened") is False  # refused, not retried
+    alert.refresh_from_db()
+    assert alert.notified_at is None
+    settings.SHIPWAY_WEBHOOK_ALLOW_PRIVATE = True
+    assert webhook_target_refusal(url) is None
+
+
+def test_budget_set__private_webhook_address__refused_at_save(feature, personas, settings):
+    from apps.core.errors import ValidationFailed
+    from apps.metrics.budgets import budget_set
+
+    settings.SHIPWAY_WEBHOOK_ALLOW_PRIVATE = False
+    with pytest.raises(ValidationFailed) as err:
+        budget_set(actor=personas["pm"], feature=feature, webhook_url="http://192.168.1.5/hook")
+    assert "non-public" in err.value.details["webhook_url"][0]
