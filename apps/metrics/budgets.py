@@ -349,8 +349,8 @@ def _alerts_fire(candidates: list[AlertCandidate]) -> int:
         who = "per-user daily" if spec.scope == USER_DAY else "monthly"
         subject = f" for user {spec.subject[:12]}" if spec.subject else ""
         verb = "reached" if threshold >= 100 else f"at {threshold} %"
-        unit = "USD" if spec.unit == USD else "tokens"
-        amounts = f"{spent.normalize():f} of {spec.cap.normalize():f} {unit}"
+        amounts = (f"${spent:,.2f} of ${spec.cap:,.2f}" if spec.unit == USD
+                   else f"{int(spent):,} of {int(spec.cap):,} tokens")
         title = f"{c.feature.key}: {who} budget {verb}{subject} ({amounts})"
         figures = {"scope": spec.scope, "subject": spec.subject, "threshold": threshold, "unit": spec.unit,
                    "cap": str(spec.cap), "spent": str(spent), "percent": str(_percent(spent, spec.cap)),
@@ -363,6 +363,22 @@ def _alerts_fire(candidates: list[AlertCandidate]) -> int:
             lower = [c.keys[t] for t in THRESHOLDS if t < threshold]
             Alert.objects.filter(dedupe_key__in=lower, resolved_at=None).update(resolved_at=now)
     return opened
+
+
+def budget_alerts_evaluate(*, feature: Feature, now: datetime | None = None) -> int:
+    """Open the feature-month alert its current spending has crossed, if not yet sent this
+    period (settlement does this as events arrive; this is for usage written otherwise,
+    such as the demo seed). Returns how many alerts opened."""
+    budget = Budget.objects.filter(feature=feature).first()
+    if budget is None:
+        return 0
+    now = now or timezone.now()
+    candidates = []
+    for spec in _scopes(budget, user_key="", at=now):
+        usage = BudgetUsage.objects.filter(_usage_filter(feature.id, [spec])).first()
+        if usage is not None:
+            candidates += _alert_candidate(feature, spec, usage.spent)
+    return _alerts_fire(candidates)
 
 
 def budget_check(

@@ -30,7 +30,14 @@ from django.utils import timezone
 
 from apps.core.models import Environment
 from apps.metrics import histogram, impact
-from apps.metrics.budgets import FEATURE_MONTH, USER_DAY, budget_set, period_bounds, zone_get
+from apps.metrics.budgets import (
+    FEATURE_MONTH,
+    USER_DAY,
+    budget_alerts_evaluate,
+    budget_set,
+    period_bounds,
+    zone_get,
+)
 from apps.metrics.models import Budget, BudgetUsage, CallEvent, CallRollup, CallRollupHour, Outcome
 from apps.metrics.pricing import PriceBook
 from apps.metrics.rollups import rollup_hours_add
@@ -276,6 +283,7 @@ def _budgets(features: dict[str, Feature], *, rollups: list[CallRollup], events:
         usages += [BudgetUsage(feature=feature, scope=USER_DAY, subject=user, period_start=day_start, unit="usd",
                                spent=amount) for user, amount in per_user.items()]
         BudgetUsage.objects.bulk_create(usages, ignore_conflicts=True)
+        budget_alerts_evaluate(feature=feature, now=now)  # e.g. "monthly budget at 50 %"
 
 
 def _rollup(rng: random.Random, rates: _Rates, *, feature, environment, minute, version, arm, model, calls,

@@ -276,3 +276,15 @@ def test_snapshot_body__budget_state_is_one_query_for_all_features(release, envs
     assert queries() == one
     served = json.loads(snapshot_body(environment=prod, revision=1))["features"]
     assert served["other-2"]["budget"] == {"max_tokens_per_request": 12, "exhausted": False}
+
+
+def test_budget_alerts_evaluate__usage_written_directly__opens_the_crossed_alert_once(feature, personas):
+    budgets.budget_set(actor=personas["pm"], feature=feature, feature_monthly_cap="25")
+    now = budgets.timezone.now()
+    start, _ = budgets.period_bounds(scope=budgets.FEATURE_MONTH, zone=budgets.zone_get("UTC"), at=now)
+    BudgetUsage.objects.create(feature=feature, scope=budgets.FEATURE_MONTH, subject="", period_start=start,
+                               unit="usd", spent=Decimal("15.35150475"))
+    assert budgets.budget_alerts_evaluate(feature=feature, now=now) == 1
+    assert budgets.budget_alerts_evaluate(feature=feature, now=now) == 0
+    alert = Alert.objects.get()
+    assert alert.title == "ticket-summarizer: monthly budget at 50 % ($15.35 of $25.00)"
