@@ -1,5 +1,6 @@
 """The budget page of a feature: set the budget (plain form post, inline errors) and see
 where each cap stands, with gauges and when it resets."""
+from decimal import Decimal
 from zoneinfo import available_timezones
 
 from django import forms
@@ -14,6 +15,7 @@ from apps.core.roles import can
 from apps.metrics import budgets
 from apps.metrics.alerts import alerts_open
 from apps.metrics.models import Alert, Budget
+from apps.metrics.templatetags.dashboard_tags import plain_decimal
 from apps.prompts.selectors import feature_get
 
 UNITS = Budget.Unit.choices
@@ -39,7 +41,9 @@ class BudgetForm(forms.Form):
 def _initial(budget: Budget | None) -> dict:
     if budget is None:
         return {}
-    return {f: getattr(budget, f) for f in BudgetForm.base_fields}
+    values = {f: getattr(budget, f) for f in BudgetForm.base_fields}
+    # Stored with six decimals; show 25 and 0.1, not 25.000000 and 0.100000.
+    return {f: plain_decimal(v) if isinstance(v, Decimal) else v for f, v in values.items()}
 
 
 @login_required

@@ -33,3 +33,12 @@ def usd(value: Decimal | float | None) -> str:
         return "–"
     value = Decimal(value)
     return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
+
+
+@register.filter
+def plain_decimal(value: Decimal | None) -> str:
+    """A stored decimal without its padding zeros: 0.800000 -> 0.8, 25.000000 -> 25."""
+    if value is None:
+        return ""
+    text = f"{Decimal(value):f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
