@@ -10,7 +10,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["apps.core.parsers.CheckedJSONParser"],
     "EXCEPTION_HANDLER": "apps.core.api_errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.core.schema.ShipwayAutoSchema",
     "DEFAULT_THROTTLE_RATES": {
         "config": env.str("THROTTLE_CONFIG", default="6000/min"),
         "ofrep": env.str("THROTTLE_OFREP", default="6000/min"),
@@ -27,4 +27,5 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"BudgetUnitEnum": "apps.metrics.models.Budget.Unit"},
 }

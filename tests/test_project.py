@@ -53,3 +53,15 @@ def test_vendored_contracts_match_shared():
         assert vendored.read_text() == (shared / vendored.name).read_text(), (
             f"tests/contracts/{vendored.name} differs from shared/contracts: copy the new one in"
         )
+
+
+def test_openapi_schema__generates_without_warnings(tmp_path):
+    """A warning here is a wrong schema: e.g. two views' InputSerializer merged into one
+    component, so a generated client would send the wrong body to all but one of them."""
+    from django.core.management import call_command
+
+    out = tmp_path / "schema.yml"
+    call_command("spectacular", "--file", str(out), "--validate", "--fail-on-warn")
+    text = out.read_text()
+    assert "FeatureListInputRequest" in text and "PromptVersionListInputRequest" in text
+    assert "sdkKey" in text and "personalToken" in text

@@ -33,7 +33,7 @@ rejected the answer is 400 (`all_events_rejected`, the listing in `details`). Mo
 {MAX_BATCH} events: 413 `batch_too_large`; not JSON: 415 / 400."""
 
 
-class _Rejected(serializers.Serializer):
+class RejectedEvent(serializers.Serializer):
     index = serializers.IntegerField()
     event_id = serializers.CharField(allow_null=True)
     reasons = serializers.ListField(child=serializers.DictField())
@@ -54,7 +54,7 @@ class EventBatchApi(APIView):
             "counts": serializers.DictField(child=serializers.IntegerField()),
             "accepted": serializers.ListField(child=serializers.CharField()),
             "duplicate": serializers.ListField(child=serializers.CharField()),
-            "rejected": _Rejected(many=True),
+            "rejected": RejectedEvent(many=True),
             "flagged": serializers.ListField(child=serializers.DictField()),
         }), 400: OpenApiTypes.OBJECT, 413: OpenApiTypes.OBJECT, 415: OpenApiTypes.OBJECT},
         examples=[OpenApiExample("one call", request_only=True, value={"events": [{

@@ -25,7 +25,7 @@ every item is rejected the answer is 400 `all_values_rejected` with the listing 
 A body that is not `{{"values": [...]}}`, an empty list or more than {MAX_VALUES} items: 400."""
 
 
-class _Rejected(serializers.Serializer):
+class RejectedValue(serializers.Serializer):
     index = serializers.IntegerField()
     metric = serializers.CharField(allow_null=True)
     reasons = serializers.ListField(child=serializers.DictField())
@@ -45,7 +45,7 @@ class FeatureMetricsReportApi(APIView):
         responses={200: inline_serializer("MetricValuesReportResult", {
             "counts": serializers.DictField(child=serializers.IntegerField()),
             "accepted": serializers.ListField(child=serializers.DictField()),
-            "rejected": _Rejected(many=True),
+            "rejected": RejectedValue(many=True),
         }), 400: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT},
         examples=[OpenApiExample("a resolution rate", request_only=True, value={"values": [
             {"metric": "resolution_rate", "value": "0.42", "recorded_at": "2026-12-03T12:00:00Z"}]})],
