@@ -1,5 +1,5 @@
 """Shipway Python SDK: local evaluation of LLM features and flags, prompt templates,
-polling.
+polling, and reporting of LLM calls.
 
 Importable without Django; the Shipway server imports the same bucketing, templating and
 segment code so the rules are written once.
@@ -16,6 +16,7 @@ from .budget import BudgetExceeded, BudgetInfo
 from .client import ShipwayAuthError, ShipwayClient
 from .evaluation import Evaluation, evaluate_feature, evaluate_flag
 from .prompts import PreparedPrompt, prepare_prompt
+from .reporting import CallReporter
 from .segments import segment_matches
 from .templating import (
     MissingVariables,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BudgetExceeded",
     "BudgetInfo",
+    "CallReporter",
     "Evaluation",
     "InvalidPercent",
     "MissingVariables",

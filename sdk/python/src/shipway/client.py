@@ -2,15 +2,18 @@
 
 The client keeps the last known-good config in memory (and optionally on disk) and keeps
 serving it whenever Shipway is unreachable or answers badly (DESIGN invariant 5). It
-never logs the SDK key.
+never logs the SDK key. ``report_call`` reports LLM calls through a ``CallReporter``
+(``shipway.reporting``), started on first use.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import logging
 import threading
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Self
 
 import requests
@@ -26,6 +29,7 @@ from .evaluation import (
     evaluate_flag,
 )
 from .prompts import PreparedPrompt, prepare_prompt
+from .reporting import CallReporter
 
 logger = logging.getLogger("shipway")
 
@@ -50,8 +54,15 @@ class ShipwayClient:
         timeout: float = 5.0,
         poll: bool = True,
         cache_path: str | None = None,
+        reporting: Mapping[str, Any] | None = None,
     ) -> None:
+        """``reporting``: keyword arguments for the ``CallReporter`` (``batch_size``,
+        ``flush_interval``, ``max_buffer``, ``max_backoff``, ``timeout``)."""
+        self._base_url = base_url
         self._url = base_url.rstrip("/") + "/api/v1/config"
+        self._reporting = dict(reporting or {})
+        self._reporter: CallReporter | None = None
+        self._reporter_lock = threading.Lock()
         self._sdk_key = sdk_key
         self._timeout = timeout
         self._cache_path = cache_path
@@ -193,7 +204,13 @@ class ShipwayClient:
                 logger.exception("shipway: config poll failed")
 
     def close(self) -> None:
-        """Stop polling and release the HTTP session. Safe to call twice."""
+        """Flush and stop the call reporter, stop polling, release the HTTP session.
+
+        Safe to call twice."""
+        with self._reporter_lock:
+            reporter = self._reporter
+        if reporter is not None:
+            reporter.close()
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -254,13 +271,23 @@ class ShipwayClient:
         feature = (config.get("features") or {}).get(feature_key) if config else None
         return budget_info(feature)
 
-    def check_request_tokens(self, feature_key: str, tokens: int) -> None:
+    def check_request_tokens(
+        self,
+        feature_key: str,
+        tokens: int,
+        evaluation: Evaluation | None = None,
+        *,
+        user_key: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
         """Refuse a request before the LLM call.
 
         Raises ``BudgetExceeded`` when ``tokens`` is over the feature's per-request cap
         or its monthly budget is exhausted; each refusal is counted in
         ``stats["budget_violations"]``. Without a config nothing is refused (a service
-        never stops because Shipway is unreachable).
+        never stops because Shipway is unreachable). Given the ``evaluation`` that
+        served the request, a refusal is also reported as a call with outcome
+        ``budget_blocked`` (no tokens, no latency, ``error_type`` the reason).
         """
         try:
             check_tokens(feature_key, self.budget(feature_key), tokens)
@@ -269,7 +296,80 @@ class ShipwayClient:
                 count = self._budget_violations.get(feature_key, 0) + 1
                 self._budget_violations[feature_key] = count
             logger.warning("shipway: request refused by budget: %s", exc)
+            if evaluation is not None:
+                self.report_call(
+                    feature_key,
+                    evaluation,
+                    latency_ms=0,
+                    outcome="budget_blocked",
+                    error_type=exc.reason,
+                    user_key=user_key,
+                    request_id=request_id,
+                )
             raise
+
+    @property
+    def reporter(self) -> CallReporter:
+        """The ``CallReporter`` behind ``report_call`` (made on first use)."""
+        with self._reporter_lock:
+            if self._reporter is None:
+                options = {"timeout": self._timeout} | self._reporting
+                self._reporter = CallReporter(self._base_url, self._sdk_key, **options)
+                if self._stop.is_set():  # closed client: events are counted as dropped
+                    self._reporter.close(timeout=0)
+            return self._reporter
+
+    def report_call(
+        self,
+        feature: str,
+        evaluation: Evaluation | str | None = None,
+        *,
+        latency_ms: float,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cached_tokens: int = 0,
+        outcome: str = "success",
+        model: str | None = None,
+        prompt_version: str | None = None,
+        arm: str | None = None,
+        cost_usd: Decimal | float | str | None = None,
+        cache_hit: bool = False,
+        error_type: str | None = None,
+        user_key: str | None = None,
+        request_id: str | None = None,
+        occurred_at: dt.datetime | str | None = None,
+    ) -> str | None:
+        """Report one LLM call (buffered, sent in the background); returns its event_id.
+
+        ``evaluation`` is the ``Evaluation`` that served the call (its prompt version,
+        arm and model are used unless given explicitly) or a prompt version string.
+        ``model`` is the model actually called (e.g. a fallback model). Never raises;
+        ``None`` when the event could not be recorded (no model known).
+        """
+        served: Mapping[str, Any] = {}
+        if isinstance(evaluation, Evaluation):
+            if isinstance(evaluation.value, Mapping):
+                served = evaluation.value
+            arm = arm or evaluation.arm
+        elif isinstance(evaluation, str):
+            prompt_version = prompt_version or evaluation
+        return self.reporter.record(
+            feature=feature,
+            model=model or served.get("model"),
+            latency_ms=latency_ms,
+            prompt_version=prompt_version or served.get("prompt_version"),
+            arm=arm,
+            input_tokens=input_tokens,
+            cached_tokens=cached_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost_usd,
+            cache_hit=cache_hit,
+            outcome=outcome,
+            error_type=error_type,
+            user_key=user_key,
+            request_id=request_id,
+            occurred_at=occurred_at,
+        )
 
     @property
     def stats(self) -> dict[str, Any]:
