@@ -35,7 +35,7 @@ from apps.core import roles
 from apps.core.errors import ValidationFailed
 from apps.core.services import audit_event_record
 from apps.metrics.alerts import alert_open, alert_resolve, alerts_open, dedupe_key_fit, webhook_target_refusal
-from apps.metrics.models import Alert, Budget, BudgetReservation, BudgetUsage, CallEvent
+from apps.metrics.models import Alert, Budget, BudgetReservation, BudgetUsage, CallEvent, Outcome
 from apps.prompts.models import Feature
 
 logger = logging.getLogger(__name__)
@@ -302,7 +302,7 @@ def _ensure_usages(feature_id: int, specs: list[ScopeSpec]) -> None:
     # one and ignore_conflicts makes the loser carry on to lock the winner's row.
     BudgetUsage.objects.bulk_create(
         [BudgetUsage(feature_id=feature_id, scope=s.scope, subject=s.subject, period_start=s.period_start,
-                     unit=s.unit) for s in specs],
+                     unit=s.unit) for s in sorted(specs, key=lambda s: s.key)],  # the order settle inserts in
         ignore_conflicts=True,
     )
 
@@ -478,9 +478,12 @@ def budget_events_settle(*, events: list[CallEvent]) -> None:
     now = timezone.now()
     zones = {fid: zone_get(b.time_zone) for fid, b in budgets.items()}
     with transaction.atomic():
-        # 1. Reservations: by request_id == reservation id, else the oldest unsettled one
-        #    of the same feature and user. Row-locked so the expiry task cannot release the
-        #    same reservation twice.
+        # 1. Reservations: by request_id == reservation id (same feature and user), else, for
+        #    an event with no request_id at all, the oldest unsettled one of the same feature
+        #    and user. An event naming another id (a settled reservation, the app's own id)
+        #    or reporting a refused call (budget_blocked: no reservation was made) takes none:
+        #    releasing someone else's hold would let the next check overspend.
+        #    Row-locked so the expiry task cannot release the same reservation twice.
         wanted_ids = {int(e.request_id) for e in events if e.request_id.isdigit() and len(e.request_id) < 19}
         pairs_q = Q(pk__in=[])
         for fid in budgets:
@@ -493,12 +496,15 @@ def budget_events_settle(*, events: list[CallEvent]) -> None:
         taken_pks: set[int] = set()
         fallback = []
         for e in events:
+            if not e.request_id:
+                if e.outcome != Outcome.BUDGET_BLOCKED:
+                    fallback.append(e)
+                continue
             r = by_pk.get(int(e.request_id)) if e.request_id.isdigit() and len(e.request_id) < 19 else None
-            if r is not None and r.feature_id == e.feature_id and r.pk not in taken_pks:
+            if (r is not None and r.feature_id == e.feature_id and r.user_key == e.user_key
+                    and r.pk not in taken_pks):
                 taken.append(r)
                 taken_pks.add(r.pk)
-            else:
-                fallback.append(e)
         for e in fallback:
             r = next((r for r in candidates if r.pk not in taken_pks and r.feature_id == e.feature_id
                       and r.user_key == e.user_key), None)
@@ -518,8 +524,11 @@ def budget_events_settle(*, events: list[CallEvent]) -> None:
                 key = (e.feature_id, *spec.key)
                 spend[key] = spend.get(key, ZERO) + _amount(spec.unit, usd=usd, tokens=tokens)
                 specs_by_key[key] = spec
+        # Sorted: two batches creating the same new rows (a new day, new users) in different
+        # orders would each wait on the other's uncommitted row - a deadlock.
         BudgetUsage.objects.bulk_create(
-            [BudgetUsage(feature_id=k[0], scope=k[1], subject=k[2], period_start=k[3], unit=k[4]) for k in spend],
+            [BudgetUsage(feature_id=k[0], scope=k[1], subject=k[2], period_start=k[3], unit=k[4])
+             for k in sorted(spend)],
             ignore_conflicts=True,
         )
         # Row locks (pk order, like budget_check): a concurrent check must see the new spend.

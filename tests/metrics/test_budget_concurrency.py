@@ -55,3 +55,31 @@ def test_budget_check_and_settle__concurrently__counters_stay_exact(feature, env
     month = BudgetUsage.objects.get(scope="feature_month")
     assert month.spent == Decimal("1.50")
     assert month.reserved == Decimal("6")  # the six $0.5 released, the six new $1 held
+
+
+def test_two_batches__same_new_users_in_opposite_orders__no_deadlock(feature, envs, personas, monkeypatch):
+    """Field report (review): two ingests creating the day's usage rows for the same new users
+    in opposite orders deadlocked, and one answered 500."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from apps.metrics.ingest import call_events_ingest
+    from apps.metrics.tasks import metrics_rollup
+
+    monkeypatch.setattr(metrics_rollup, "delay_on_commit", lambda *a, **k: None)
+    budgets.budget_set(actor=personas["pm"], feature=feature, user_daily_cap="100", feature_monthly_cap="1000")
+    env_id = envs["production"].pk
+    at = (timezone.now() - dt.timedelta(minutes=1)).isoformat()
+
+    def batch(prefix, users):
+        return [{"event_id": f"{prefix}-{i:04d}", "feature": "ticket-summarizer", "model": "gpt-4o",
+                 "latency_ms": 10, "input_tokens": 100, "output_tokens": 10, "user_key": u, "occurred_at": at}
+                for i, u in enumerate(users)]
+
+    for round_ in range(5):
+        users = [f"r{round_}-u{i}" for i in range(400)]
+        results = race(lambda: call_events_ingest(environment_id=env_id, events=batch(f"a{round_}", users)),
+                       lambda: call_events_ingest(environment_id=env_id, events=batch(f"b{round_}", users[::-1])))
+        assert not [r for r in results if isinstance(r, Exception)], results
+    assert BudgetUsage.objects.filter(scope=budgets.USER_DAY).count() == 5 * 400

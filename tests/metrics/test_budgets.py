@@ -25,11 +25,12 @@ def jst(*args) -> datetime:
     return datetime(*args, tzinfo=TOKYO)
 
 
-def event(feature, env, *, cost="0", at, user_key="", request_id="", input_tokens=0, output_tokens=0):
+def event(feature, env, *, cost="0", at, user_key="", request_id="", input_tokens=0, output_tokens=0,
+          outcome="success"):
     return CallEvent.objects.create(
         event_id=f"e-{next(_ids)}", environment=env, feature=feature, model="gpt-4o-mini", latency_ms=100,
         cost_usd=Decimal(cost), input_tokens=input_tokens, output_tokens=output_tokens, user_key=user_key,
-        request_id=request_id, occurred_at=at,
+        request_id=request_id, occurred_at=at, outcome=outcome,
     )
 
 
@@ -288,3 +289,36 @@ def test_budget_alerts_evaluate__usage_written_directly__opens_the_crossed_alert
     assert budgets.budget_alerts_evaluate(feature=feature, now=now) == 0
     alert = Alert.objects.get()
     assert alert.title == "ticket-summarizer: monthly budget at 50 % ($15.35 of $25.00)"
+
+
+
+@pytest.mark.parametrize("stranger", [
+    {"outcome": "budget_blocked"},            # the SDK's report of a refused call: it had no reservation
+    {"request_id": "999999"},                 # names a reservation that is not there (settled, another's)
+    {"request_id": "app-req-7f3a"},           # the app's own request id
+])
+def test_settle__an_event_never_releases_a_reservation_it_does_not_own(feature, envs, personas, stranger):
+    """Field report: an unrelated event released an in-flight $0.60 hold, so a second $0.60
+    check was admitted against a $1.00 daily cap."""
+    budgets.budget_set(actor=personas["pm"], feature=feature, user_daily_cap="1.00")
+    first = budgets.budget_check(feature=feature, user_key="u1", estimated_cost_usd=Decimal("0.6"))
+    assert first.allowed
+    settle(event(feature, envs["production"], user_key="u1", at=budgets.timezone.now(), **stranger))
+    assert usage(feature, budgets.USER_DAY, "u1").reserved == Decimal("0.6")
+    assert not budgets.budget_check(feature=feature, user_key="u1", estimated_cost_usd=Decimal("0.6")).allowed
+    # Its own event settles it; a reservation id of the same feature but another user does not.
+    settle(event(feature, envs["production"], user_key="u2", request_id=str(first.reservation_id), cost="0.6",
+                 at=budgets.timezone.now()))
+    assert usage(feature, budgets.USER_DAY, "u1").reserved == Decimal("0.6")
+    settle(event(feature, envs["production"], user_key="u1", request_id=str(first.reservation_id), cost="0.6",
+                 at=budgets.timezone.now()))
+    assert usage(feature, budgets.USER_DAY, "u1").reserved == 0
+    assert usage(feature, budgets.USER_DAY, "u1").spent == Decimal("0.6")
+
+
+def test_settle__event_without_request_id__releases_the_oldest_hold_of_its_user(feature, envs, personas):
+    budgets.budget_set(actor=personas["pm"], feature=feature, user_daily_cap="1.00")
+    budgets.budget_check(feature=feature, user_key="u1", estimated_cost_usd=Decimal("0.3"))
+    settle(event(feature, envs["production"], user_key="u1", cost="0.25", at=budgets.timezone.now()))
+    assert (usage(feature, budgets.USER_DAY, "u1").reserved, usage(feature, budgets.USER_DAY, "u1").spent) == (
+        0, Decimal("0.25"))
