@@ -79,7 +79,8 @@ def test_two_batches__same_new_users_in_opposite_orders__no_deadlock(feature, en
 
     for round_ in range(5):
         users = [f"r{round_}-u{i}" for i in range(400)]
-        results = race(lambda: call_events_ingest(environment_id=env_id, events=batch(f"a{round_}", users)),
-                       lambda: call_events_ingest(environment_id=env_id, events=batch(f"b{round_}", users[::-1])))
+        first, second = batch(f"a{round_}", users), batch(f"b{round_}", users[::-1])
+        results = race(lambda first=first: call_events_ingest(environment_id=env_id, events=first),
+                       lambda second=second: call_events_ingest(environment_id=env_id, events=second))
         assert not [r for r in results if isinstance(r, Exception)], results
     assert BudgetUsage.objects.filter(scope=budgets.USER_DAY).count() == 5 * 400
