@@ -171,7 +171,10 @@ def alert_notification_send(*, alert_id: int, event: str) -> bool:
         if refusal:
             logger.warning("alert.notify_refused", extra={"alert_id": alert.id, "host": host, "reason": refusal})
             return False  # not retried: the URL will not become acceptable by waiting
-        response = requests.post(url, json=alert_payload(alert, event), timeout=WEBHOOK_TIMEOUT_SECONDS)
+        # No redirects: a public URL answering 307 to an internal address would get the POST
+        # after the address check (a 3xx counts as a failure, like any non-2xx).
+        response = requests.post(url, json=alert_payload(alert, event), timeout=WEBHOOK_TIMEOUT_SECONDS,
+                                 allow_redirects=False)
         if not 200 <= response.status_code < 300:
             logger.warning("alert.notify_failed", extra={"alert_id": alert.id, "host": host,
                                                          "status": response.status_code})

@@ -193,3 +193,31 @@ def test_budget_set__private_webhook_address__refused_at_save(feature, personas,
     with pytest.raises(ValidationFailed) as err:
         budget_set(actor=personas["pm"], feature=feature, webhook_url="http://192.168.1.5/hook")
     assert "non-public" in err.value.details["webhook_url"][0]
+
+
+def test_webhook__redirect_is_not_followed(feature):
+    """A public URL answering 307 to an internal address must not get the POST there."""
+    from apps.metrics.alerts import WebhookFailed, alert_notification_send
+
+    with WebhookReceiver() as internal:
+        class Redirect(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                self.send_response(307)
+                self.send_header("Location", internal.url)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            Budget.objects.create(feature=feature, webhook_url=f"http://127.0.0.1:{server.server_address[1]}/hook")
+            alert = _open(feature)
+            with pytest.raises(WebhookFailed, match="307"):
+                alert_notification_send(alert_id=alert.pk, event="opened")
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert internal.bodies == []
