@@ -48,3 +48,12 @@ def revision_get(*, release: Release, number: int) -> ReleaseRevision:
         return release.revisions.select_related("stable_version", "canary_version").get(number=number)
     except ReleaseRevision.DoesNotExist:
         raise NotFound(f"No revision {number}", code="revision_not_found") from None
+
+
+def canary_started_at(*, release: Release, revision: ReleaseRevision):
+    """When the current canary began: the newest revision up to `revision` that started
+    this canary version. Percent changes since then are steps of the same canary."""
+    started = (release.revisions.filter(number__lte=revision.number, action="canary.started",
+                                        canary_version_id=revision.canary_version_id)
+               .order_by("-number").values_list("created_at", flat=True).first())
+    return started or revision.created_at

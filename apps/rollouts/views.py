@@ -2,6 +2,7 @@
 Views are thin: they parse a form, call one service, and redirect (POST/redirect/GET) so
 every core action works as a plain form post; htmx only makes it faster."""
 import json
+import math
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -9,6 +10,7 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.core.errors import ShipwayError
@@ -33,6 +35,17 @@ def _form_error(request, form) -> None:
     for field, errors in form.errors.items():
         label = "" if field == "__all__" else f"{field}: "
         messages.error(request, label + "; ".join(errors))
+
+
+def _canary_health(release, rev):
+    """The verdict over the whole canary so far: the sequential test's false-alarm bound
+    holds for looks that share a start, so the window starts when the canary did (a
+    sliding last-hour window would start anew at every page view)."""
+    started = selectors.canary_started_at(release=release, revision=rev)
+    now = timezone.now()
+    minutes = max(1, math.ceil((now - started).total_seconds() / 60))
+    return canary_health_verdict(feature=release.feature, environment=release.environment, now=now,
+                                 window_minutes=minutes, since=started, canary_version=rev.canary_version.version)
 
 
 @login_required
@@ -83,9 +96,7 @@ def feature_detail(request, key: str):
                 canary_form=forms.CanaryStartForm(
                     versions=[v for v in version_names if v != rev.stable_version.version],
                     initial={"expected_revision": rev.number}),
-                canary_health=canary_health_verdict(
-                    feature=feature, environment=environment, canary_version=rev.canary_version.version,
-                ) if rev.canary_version_id else None,
+                canary_health=_canary_health(release, rev) if rev.canary_version_id else None,
             )
         else:
             entry["create_form"] = forms.ReleaseCreateForm(

@@ -144,27 +144,34 @@ def test_audit_log__filters_and_paginates(client, canary, personas):
     assert "canary.started" in html and "prompt_version.created</code>" not in html
 
 
-def test_feature_page__canary_card_shows_its_health_verdict(client, canary, personas):
+def test_feature_page__canary_card_shows_its_health_verdict_since_the_canary_started(client, canary, personas):
     from datetime import timedelta
 
     from django.utils import timezone
 
+    from apps.rollouts.models import ReleaseRevision
     from tests.metrics.test_health import make_rollup
 
     client.force_login(personas["oncall"])
     production = canary.environment
-    assert "Canary health (last hour): <strong>not enough data yet" in client.get("/features/ticket-summarizer/")\
-        .content.decode()
+    page = client.get("/features/ticket-summarizer/").content.decode()
+    assert "Canary health (since it started): <strong>not enough data yet" in page
 
-    minute = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=30)
-    for i in range(20):  # stable fine, canary failing a third of its calls
-        at = minute + timedelta(minutes=i)
+    now = timezone.now().replace(second=0, microsecond=0)
+    # The canary started 40 minutes ago; calls before that (an hour ago) are not its.
+    ReleaseRevision.objects.filter(release=canary, action="canary.started").update(
+        created_at=now - timedelta(minutes=40))
+    for i in range(30):  # stable fine, canary failing a third of its calls
+        at = now - timedelta(minutes=35) + timedelta(minutes=i)
         make_rollup(feature=canary.feature, environment=production, minute=at, calls=200, errors=2)
         make_rollup(feature=canary.feature, environment=production, minute=at, arm="canary", version="1.1.0",
                     calls=20, errors=7)
+    make_rollup(feature=canary.feature, environment=production, minute=now - timedelta(minutes=60), arm="canary",
+                version="1.1.0", calls=5000, errors=0)
     page = client.get("/features/ticket-summarizer/").content.decode()
-    assert "Canary health (last hour): <strong>unhealthy</strong>" in page
-    assert "error rate" in page.split("Canary health")[1][:600].lower()
+    assert "Canary health (since it started): <strong>unhealthy</strong>" in page
+    card = page.split("Canary health")[1][:600].lower()
+    assert "error rate" in card and "5000" not in card and "5,000" not in card
 
 
 def test_overview__latest_changes_are_what_is_served_not_set_up_noise(client, canary, personas):
