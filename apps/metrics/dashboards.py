@@ -346,6 +346,16 @@ def _fmt(value: float | Decimal | None, digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """Text that services sent (a prompt version is accepted even when unknown) is never a
+    spreadsheet formula: a cell starting with = + - @ or a control character gets a leading
+    apostrophe (OWASP's advice against CSV injection)."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
 def dashboard_csv_rows(dash: FeatureDashboard):
     """CSV_COLUMNS rows: one per bucket x version x arm that has any calls, oldest first."""
     yield CSV_COLUMNS
@@ -354,8 +364,9 @@ def dashboard_csv_rows(dash: FeatureDashboard):
             f = s.buckets[i]
             if not f.calls:
                 continue
-            yield (start.isoformat().replace("+00:00", "Z"), dash.environment.key, dash.feature.key, s.version,
-                   s.arm, f.calls, f.errors, _fmt(f.error_rate, 6), f.blocked, f.budget_blocked, f.cache_hits,
+            yield (start.isoformat().replace("+00:00", "Z"), dash.environment.key, dash.feature.key,
+                   csv_text(s.version), csv_text(s.arm), f.calls, f.errors, _fmt(f.error_rate, 6), f.blocked,
+                   f.budget_blocked, f.cache_hits,
                    _fmt(f.cache_hit_rate, 6), f.input_tokens, f.cached_tokens, f.output_tokens, f.tokens,
                    _fmt(f.cost_usd, 10), _fmt(f.mean_latency_ms, 1), _fmt(f.p50_ms, 1), _fmt(f.p95_ms, 1),
                    _fmt(f.p99_ms, 1))

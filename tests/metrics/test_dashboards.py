@@ -252,6 +252,21 @@ def test_csv_export__one_row_per_bucket_version_and_arm(client, feature, envs, p
 
 
 @pytest.mark.django_db
+@time_machine.travel(NOW, tick=False)
+def test_csv_export__text_from_services_never_becomes_a_formula(client, feature, envs, personas):
+    """Prompt versions are accepted even when unknown, so any events:write key chooses them."""
+    prod = envs["production"]
+    for version in ('=HYPERLINK("https://evil.example","x")', "+1+1", "-2", "@SUM(A1)", "\tx", "1.0.0"):
+        rollup(feature, prod, datetime(2026, 3, 9, 8, tzinfo=UTC), version=version, calls=1)
+    client.force_login(personas["engineer"])
+    response = client.get("/features/ticket-summarizer/dashboard.csv?env=production&range=7d")
+    versions = sorted(r["prompt_version"] for r in csv.DictReader(io.StringIO(
+        b"".join(response.streaming_content).decode())))
+    assert versions == sorted(["'=HYPERLINK(\"https://evil.example\",\"x\")", "'+1+1", "'-2", "'@SUM(A1)", "'\tx",
+                               "1.0.0"])
+
+
+@pytest.mark.django_db
 def test_csv_export__bad_input_is_a_400_with_the_reason(client, feature, envs, personas):
     client.force_login(personas["engineer"])
     response = client.get("/features/ticket-summarizer/dashboard.csv?range=13m")
